@@ -1,0 +1,93 @@
+"""WWW-Authenticate challenges (RFC 6750 §3, RFC 9728 §5.1, MCP authorization).
+
+Clients parse these with simple `name="value"` matching (the official Python SDK does),
+so every challenge is one Bearer challenge with plain quoted values and nothing that
+needs escaping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from addon.protocol.errors import json_body
+
+# RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E, i.e. printable ASCII without `"` and `\`.
+_NOT_ALLOWED_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _quoted(value: str) -> str:
+    return '"' + _NOT_ALLOWED_IN_DESCRIPTION.sub("'", value) + '"'
+
+
+def bearer(**params: str | None) -> str:
+    parts = [f"{name}={_quoted(value)}" for name, value in params.items() if value is not None]
+    return "Bearer " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One answer of the gate on the MCP path: status, WWW-Authenticate value and JSON body."""
+
+    status: int
+    www_authenticate: str
+    error: str
+    description: str
+
+    def body(self) -> bytes:
+        return json_body({"error": self.error, "error_description": self.description})
+
+
+def missing_token(resource_metadata_url: str, scopes: Iterable[str]) -> Challenge:
+    """401 for a request without credentials: no `error` attribute (RFC 6750 §3.1)."""
+    scope = " ".join(scopes) or None
+    return Challenge(
+        401,
+        bearer(resource_metadata=resource_metadata_url, scope=scope),
+        "invalid_token",
+        "No access token. Discover the authorization server from the resource metadata and log in.",
+    )
+
+
+def invalid_token(resource_metadata_url: str, scopes: Iterable[str], description: str) -> Challenge:
+    scope = " ".join(scopes) or None
+    return Challenge(
+        401,
+        # The description (which can quote token contents) goes last: clients that match the first
+        # `name=value` anywhere in the header must find the real parameters before it.
+        bearer(
+            error="invalid_token",
+            resource_metadata=resource_metadata_url,
+            scope=scope,
+            error_description=description,
+        ),
+        "invalid_token",
+        description,
+    )
+
+
+def invalid_request(resource_metadata_url: str, description: str) -> Challenge:
+    return Challenge(
+        400,
+        bearer(error="invalid_request", resource_metadata=resource_metadata_url, error_description=description),
+        "invalid_request",
+        description,
+    )
+
+
+def insufficient_scope(resource_metadata_url: str, needed: Iterable[str], missing: Iterable[str]) -> Challenge:
+    """403 naming every scope the call needs (MCP 2026-07-28), so a step-up asks for all of them."""
+    needed_text = " ".join(needed)
+    description = f"The token lacks scope {' '.join(missing)}; this resource needs {needed_text}."
+    return Challenge(
+        403,
+        bearer(
+            error="insufficient_scope",
+            scope=needed_text,
+            resource_metadata=resource_metadata_url,
+            error_description=description,
+        ),
+        "insufficient_scope",
+        description,
+    )

@@ -1,0 +1,34 @@
+"""Protected resource metadata (RFC 9728) for the MCP endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+WELL_KNOWN = "/.well-known/oauth-protected-resource"
+
+
+def resource_metadata_paths(mcp_path: str) -> tuple[str, ...]:
+    """Where clients look (MCP 2025-11-25): the path-suffixed URL first, then the root one."""
+    return (WELL_KNOWN + mcp_path, WELL_KNOWN)
+
+
+def resource_metadata_url(public_url: str, mcp_path: str) -> str:
+    """The absolute URL named in every challenge."""
+    return public_url + WELL_KNOWN + mcp_path
+
+
+def resource_metadata(
+    resource: str,
+    authorization_servers: Sequence[str],
+    scopes: Sequence[str],
+    resource_name: str | None = None,
+) -> dict[str, object]:
+    document: dict[str, object] = {
+        "resource": resource,
+        "authorization_servers": list(authorization_servers),
+        "scopes_supported": list(scopes),
+        "bearer_methods_supported": ["header"],
+    }
+    if resource_name:
+        document["resource_name"] = resource_name
+    return document

@@ -1,0 +1,245 @@
+"""Access token checks: JWTs signed by the IdP, verified against its JWKS (RFC 9068, RFC 8707).
+
+The JWKS is fetched with httpx (never PyJWKClient, which blocks the event loop), cached,
+and fetched again only for a key id it has not seen, at most once per `refetch_interval`:
+a flood of tokens with made-up key ids must not turn into a flood of requests to the IdP.
+Once the keys are cached, checking a token costs no network call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from jwt.algorithms import get_default_algorithms
+
+logger = logging.getLogger(__name__)
+
+# Asymmetric only: with a symmetric algorithm anyone holding the public key could sign.
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+
+class TokenRejected(Exception):
+    """The token is not acceptable; the message says why, for the client and the log."""
+
+
+class KeysUnavailable(Exception):
+    """The IdP's signing keys could not be fetched: the proxy cannot decide, so it answers 503."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    jwk: jwt.PyJWK
+    declared_alg: str | None  # the JWK's own `alg`, when it names one
+
+    def fits(self, alg: str) -> bool:
+        """The key's type suits the algorithm, and the algorithm is the key's own where the JWK names one."""
+        if self.jwk.key_type != _KEY_TYPES.get(alg[:2]):
+            return False
+        return self.declared_alg is None or self.declared_alg == alg
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    subject: str
+    client_id: str | None
+    scopes: frozenset[str]
+    issuer: str
+    expires_at: int
+    claims: dict[str, Any]
+
+
+class JwksCache:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        jwks_uri: str,
+        refetch_interval: float = 30.0,
+        max_age: float = 3600.0,
+    ) -> None:
+        self._client = client
+        self.jwks_uri = jwks_uri
+        self.refetch_interval = refetch_interval
+        self.max_age = max_age
+        self._keys: dict[str | None, SigningKey] = {}
+        self._fetched_at = 0.0  # last successful fetch
+        self._attempted_at = float("-inf")  # last attempt, successful or not
+        self._fetching: asyncio.Task[None] | None = None
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self._keys)
+
+    @property
+    def key_ids(self) -> list[str | None]:
+        return list(self._keys)
+
+    async def refresh(self) -> None:
+        """Fetch the JWKS; concurrent callers share one request."""
+        if self._fetching is None or self._fetching.done():
+            self._fetching = asyncio.ensure_future(self._fetch())
+        await asyncio.shield(self._fetching)
+
+    async def _fetch(self) -> None:
+        self._attempted_at = time.monotonic()
+        try:
+            response = await self._client.get(self.jwks_uri, headers={"Accept": "application/json"})
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise KeysUnavailable(f"JWKS at {self.jwks_uri} could not be fetched: {type(e).__name__} {e}") from e
+        keys: dict[str | None, SigningKey] = {}
+        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                continue
+            alg = entry.get("alg")
+            if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
+                continue
+            try:
+                keys[entry.get("kid")] = SigningKey(jwt.PyJWK(entry), alg)
+            except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as e:
+                logger.warning("JWKS at %s: skipped key %s: %s", self.jwks_uri, entry.get("kid"), e)
+        if not keys:
+            raise KeysUnavailable(f"JWKS at {self.jwks_uri} has no usable signing keys")
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        logger.info("JWKS: %d signing key(s) from %s: %s", len(keys), self.jwks_uri, ", ".join(map(str, keys)))
+
+    def _may_refetch(self) -> bool:
+        return time.monotonic() - self._attempted_at >= self.refetch_interval
+
+    async def key_for(self, kid: str | None, alg: str) -> SigningKey:
+        if not self._keys:
+            if not self._may_refetch() and self._fetching is not None and self._fetching.done():
+                raise KeysUnavailable(f"JWKS at {self.jwks_uri} is not available yet")
+            await self.refresh()
+        elif time.monotonic() - self._fetched_at > self.max_age and self._may_refetch():
+            # Stale but usable: refresh in the background, answer from what we have.
+            self._attempted_at = time.monotonic()
+            task = asyncio.ensure_future(self.refresh())
+            task.add_done_callback(lambda t: t.exception())
+        key = self._pick(kid, alg)
+        if key is None and self._may_refetch():
+            try:
+                await self.refresh()
+            except KeysUnavailable as e:
+                logger.warning("JWKS refetch for unknown key id %r failed: %s", kid, e)
+            key = self._pick(kid, alg)
+        if key is None:
+            raise TokenRejected(
+                f"signing key {kid!r} is not in the identity provider's JWKS" if kid else "token has no key id (kid)"
+            )
+        return key
+
+    def _pick(self, kid: str | None, alg: str) -> SigningKey | None:
+        if kid is not None:
+            key = self._keys.get(kid)
+            if key is not None and not key.fits(alg):
+                raise TokenRejected(f"token algorithm {alg} does not fit key {kid!r} ({key.jwk.key_type})")
+            return key
+        # No kid: acceptable only when exactly one key fits the algorithm.
+        candidates = [k for k in self._keys.values() if k.fits(alg)]
+        return candidates[0] if len(candidates) == 1 else None
+
+
+def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """Scopes from `scope` (RFC 9068, space-separated), `scp` (Entra, Okta) or `permissions` (Auth0)."""
+    scopes: set[str] = set()
+    for name in ("scope", "scp", "permissions"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            scopes.update(value.split())
+        elif isinstance(value, list):
+            scopes.update(str(v) for v in value)
+    return frozenset(scopes)
+
+
+def _seconds(value: Any) -> str:
+    return f"{int(value)} s" if isinstance(value, int | float) else "?"
+
+
+class TokenValidator:
+    def __init__(self, keys: JwksCache, issuer: str, audiences: Sequence[str], leeway: float = 30.0) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audiences = list(audiences)
+        self.leeway = leeway
+
+    async def verify(self, token: str) -> VerifiedToken:
+        if token.count(".") == 4:
+            raise TokenRejected("encrypted tokens (JWE) are not accepted; send a signed JWT")
+        if token.count(".") != 2:
+            raise TokenRejected("the token is not a JWT")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as e:
+            raise TokenRejected(f"the token is not a readable JWT: {e}") from e
+        alg = header.get("alg")
+        if alg not in ASYMMETRIC_ALGORITHMS or alg not in get_default_algorithms():
+            raise TokenRejected(f"signing algorithm {alg!r} is not accepted; an asymmetric algorithm is required")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenRejected("the token's kid is not a string")
+
+        key = await self.keys.key_for(kid, alg)
+        try:
+            claims = jwt.decode(
+                token,
+                key.jwk.key,
+                algorithms=[alg],
+                audience=self.audiences,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"], "verify_sub": False},
+            )
+        except jwt.ExpiredSignatureError as e:
+            exp = _unverified_claims(token).get("exp")
+            ago = time.time() - exp if isinstance(exp, int | float) else None
+            raise TokenRejected(f"token expired {_seconds(ago)} ago") from e
+        except jwt.ImmatureSignatureError as e:
+            nbf = _unverified_claims(token).get("nbf")
+            wait = nbf - time.time() if isinstance(nbf, int | float) else None
+            raise TokenRejected(f"token is not valid yet (nbf is {_seconds(wait)} ahead)") from e
+        except jwt.MissingRequiredClaimError as e:
+            raise TokenRejected(f"token has no {e.claim} claim") from e
+        except jwt.InvalidAudienceError as e:
+            aud = _unverified_claims(token).get("aud")
+            raise TokenRejected(f"token audience {aud!r} is not this resource ({' '.join(self.audiences)})") from e
+        except jwt.InvalidIssuerError as e:
+            iss = _unverified_claims(token).get("iss")
+            raise TokenRejected(f"token issuer {iss!r} is not {self.issuer!r}") from e
+        except jwt.InvalidSignatureError as e:
+            raise TokenRejected("token signature does not verify") from e
+        except (jwt.InvalidTokenError, jwt.InvalidKeyError) as e:
+            raise TokenRejected(f"token is invalid: {e}") from e
+
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise TokenRejected("token has no sub claim")
+        client_id = claims.get("client_id", claims.get("azp"))
+        return VerifiedToken(
+            subject=subject,
+            client_id=str(client_id) if client_id is not None else None,
+            scopes=token_scopes(claims),
+            issuer=str(claims["iss"]),
+            expires_at=int(claims["exp"]),
+            claims=claims,
+        )
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except (jwt.InvalidTokenError, json.JSONDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}

@@ -1,0 +1,136 @@
+"""The addon's configuration: the `mcp_auth_config` option, the YAML file, and what is built from it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Set
+from dataclasses import dataclass
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.addonmanager import Loader
+from mitmproxy.proxy import mode_specs
+
+from addon.config import ConfigError, Settings, load_settings
+from addon.protocol.identity_provider import IdentityProvider
+from addon.protocol.sealing import Sealer, generate_secret
+from addon.protocol.token_exchange import StaticClient
+
+logger = logging.getLogger("mcp_auth")
+
+
+class Configuration:
+    """Owns the settings and the objects built from them; the other addons read them from here."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._idp: IdentityProvider | None = None
+        self._sealer: Sealer | None = None
+        self.is_running = False
+        self._start_task: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    def load(self, loader: Loader) -> None:
+        # httpx logs every request at INFO; the proxy's own lines say what matters.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        loader.add_option(
+            "mcp_auth_config",
+            str,
+            "config/config.yaml",
+            "The mcp-auth-addon YAML configuration file.",
+        )
+
+    def configure(self, updated: Set[str]) -> None:
+        try:
+            if "mode" in updated:
+                self._check_reverse_mode()
+            if "mcp_auth_config" in updated:
+                self._apply(load_settings(ctx.options.mcp_auth_config))
+        except (ConfigError, exceptions.OptionsError) as e:
+            self._refuse(str(e))
+        if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
+            # Eager connects upstream before any hook runs: with the MCP server down, even the
+            # proxy's own metadata and OAuth endpoints would fail.
+            logger.info("mcp_auth: setting connection_strategy=lazy so the proxy answers while the MCP server is down")
+            ctx.options.update(connection_strategy="lazy")
+
+    def _refuse(self, message: str) -> None:
+        if not self.is_running:
+            # mitmproxy logs a script's configure error and serves on without the addon, which
+            # here would forward unauthenticated calls. Stop instead.
+            print(f"mcp_auth: configuration error: {message}", file=sys.stderr, flush=True)
+            logger.error("configuration error: %s", message)
+            raise SystemExit(2)
+        raise exceptions.OptionsError(message)
+
+    def _check_reverse_mode(self) -> None:
+        for spec in ctx.options.mode:
+            mode = mode_specs.ProxyMode.parse(spec)
+            if not isinstance(mode, mode_specs.ReverseMode):
+                raise exceptions.OptionsError(
+                    f"mitmproxy mode {spec!r}: mcp-auth-addon only works in reverse-proxy mode; start with "
+                    "--mode reverse:http://<MCP server host:port> (e.g. --mode reverse:http://127.0.0.1:3000)"
+                )
+
+    def _apply(self, settings: Settings) -> None:
+        secret = settings.secret_key
+        if secret is None:
+            secret = generate_secret()
+            logger.warning(
+                "secret_key is not set: using a random key for this run. Registrations and logins in progress "
+                "end with a restart, and several proxy processes cannot share clients. Set secret_key."
+            )
+        old_idp = self._idp
+        self._settings = settings
+        self._sealer = Sealer(secret, settings.previous_secret_keys)
+        self._idp = IdentityProvider(
+            settings.issuer,
+            settings.audience,
+            timeout=settings.idp_timeout_seconds,
+            leeway=settings.clock_skew_seconds,
+            jwks_refetch_interval=settings.jwks_refetch_interval_seconds,
+        )
+        logger.info(
+            "mcp_auth: %s mode, protecting %s with issuer %s (registration: %s)",
+            settings.mode,
+            settings.resource,
+            settings.issuer,
+            settings.registration.mode if settings.facade else "at the IdP",
+        )
+        if old_idp is not None:
+            self._closing = asyncio.ensure_future(old_idp.close())
+        if self.is_running:
+            self._start_idp()
+
+    def running(self) -> None:
+        self.is_running = True
+        self._start_idp()
+
+    def _start_idp(self) -> None:
+        assert self._idp is not None
+        self._start_task = asyncio.ensure_future(self._idp.start())
+
+    async def done(self) -> None:
+        if self._idp is not None:
+            await self._idp.close()
+
+    def current(self) -> Runtime:
+        """What the handlers work with; a method, as mitmproxy inspects every attribute of an addon."""
+        if self._settings is None or self._idp is None or self._sealer is None:
+            raise RuntimeError("mcp_auth is not configured")
+        return Runtime(self._settings, self._idp, self._sealer)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    idp: IdentityProvider
+    sealer: Sealer
+
+    @property
+    def static_client(self) -> StaticClient | None:
+        registration = self.settings.registration
+        if registration.mode != "static" or not registration.client_id:
+            return None
+        return StaticClient(registration.client_id, registration.client_secret, registration.client_auth_method)

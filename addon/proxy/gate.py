@@ -1,0 +1,130 @@
+"""The gate on the MCP path: challenge, reject, or strip the token and forward."""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from addon.protocol import challenge
+from addon.protocol.errors import shorten
+from addon.protocol.identity_provider import IdentityProviderUnavailable
+from addon.protocol.tokens import KeysUnavailable, TokenRejected
+from addon.proxy import answers
+from addon.proxy.configuration import Configuration
+from addon.stages import Stage, record
+
+# Identity the proxy vouches for, sent to the MCP server. Anything a client sends under this
+# prefix is removed first, or a client could claim to be anyone.
+IDENTITY_PREFIX = "x-mcp-auth-"
+SUBJECT_HEADER = "X-MCP-Auth-Subject"
+CLIENT_ID_HEADER = "X-MCP-Auth-Client-Id"
+SCOPES_HEADER = "X-MCP-Auth-Scopes"
+ISSUER_HEADER = "X-MCP-Auth-Issuer"
+
+
+class McpGate:
+    def __init__(self, config: Configuration) -> None:
+        self.config = config
+
+    def _answer(self, flow: http.HTTPFlow, answer: challenge.Challenge, stage: Stage, explanation: str) -> None:
+        flow.response = http.Response.make(
+            answer.status,
+            answer.body(),
+            {
+                "Content-Type": "application/json",
+                "WWW-Authenticate": answer.www_authenticate,
+                "Cache-Control": "no-store",
+            },
+        )
+        record(flow, stage, explanation)
+
+    def _bearer_token(self, flow: http.HTTPFlow) -> str | challenge.Challenge | None:
+        """The token from the one Authorization header; None when there is none; a Challenge when malformed."""
+        rt = self.config.current()
+        settings = rt.settings
+        prm = settings.resource_metadata_url
+        values = flow.request.headers.get_all("authorization")
+        if "access_token" in flow.request.query:
+            # RFC 6750 §2.3 tokens end up in logs and Referer headers; MCP allows only the header.
+            return challenge.invalid_token(
+                prm, settings.scopes, "tokens in the query string are not accepted; use the Authorization header"
+            )
+        if not values:
+            return None
+        if len(values) > 1:
+            return challenge.invalid_request(prm, "more than one Authorization header")
+        scheme, _, token = values[0].strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return challenge.invalid_token(
+                prm, settings.scopes, f"authorization scheme {scheme!r} is not accepted; send a Bearer token"
+            )
+        token = token.strip()
+        if not token or " " in token:
+            return challenge.invalid_token(prm, settings.scopes, "the Bearer credentials are malformed")
+        return token
+
+    async def check(self, flow: http.HTTPFlow) -> None:
+        rt = self.config.current()
+        settings = rt.settings
+        prm = settings.resource_metadata_url
+        token = self._bearer_token(flow)
+        if isinstance(token, challenge.Challenge):
+            self._answer(flow, token, Stage.REJECTED, f"refused: {token.description}")
+            return
+        if token is None:
+            self._answer(
+                flow,
+                challenge.missing_token(prm, settings.scopes),
+                Stage.CHALLENGE,
+                "no token; pointed the client at the resource metadata",
+            )
+            return
+        try:
+            validator = await rt.idp.validator()
+            verified = await validator.verify(token)
+        except TokenRejected as e:
+            self._answer(
+                flow,
+                challenge.invalid_token(prm, settings.scopes, str(e)),
+                Stage.REJECTED,
+                f"token {shorten(token)} refused: {e}",
+            )
+            return
+        except (IdentityProviderUnavailable, KeysUnavailable) as e:
+            # Without keys the proxy cannot tell a good token from a forged one: not 401, the client did nothing wrong.
+            flow.response = answers.oauth_error(
+                503,
+                "temporarily_unavailable",
+                "the identity provider's keys are not available; retry shortly",
+                {"Retry-After": "5"},
+            )
+            record(flow, Stage.REJECTED, f"cannot check tokens yet: {e}")
+            return
+
+        missing = [scope for scope in settings.scopes if scope not in verified.scopes]
+        if missing:
+            self._answer(
+                flow,
+                challenge.insufficient_scope(prm, settings.scopes, missing),
+                Stage.REJECTED,
+                f"token for {verified.subject} lacks scope {' '.join(missing)}; asked for step-up",
+            )
+            return
+
+        headers = flow.request.headers
+        del headers["authorization"]
+        for name in [n for n in headers if n.lower().startswith(IDENTITY_PREFIX)]:
+            del headers[name]
+        headers[SUBJECT_HEADER] = verified.subject
+        headers[SCOPES_HEADER] = " ".join(sorted(verified.scopes))
+        headers[ISSUER_HEADER] = verified.issuer
+        if verified.client_id:
+            headers[CLIENT_ID_HEADER] = verified.client_id
+        record(
+            flow,
+            Stage.AUTHORIZED_CALL,
+            f"token for {verified.subject} (client {verified.client_id or '?'}, scopes "
+            f"{' '.join(sorted(verified.scopes)) or '-'}) valid for {verified.expires_at - int(time.time())} s; "
+            "stripped it and forwarded",
+        )

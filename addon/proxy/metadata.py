@@ -1,0 +1,50 @@
+"""Discovery: protected resource metadata (RFC 9728) and, in facade mode, the proxy's AS metadata."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from addon.protocol.identity_provider import IdentityProviderUnavailable
+from addon.protocol.resource_metadata import resource_metadata
+from addon.protocol.server_metadata import facade_metadata
+from addon.proxy import answers
+from addon.proxy.configuration import Configuration
+from addon.stages import Stage, record
+
+
+class Discovery:
+    def __init__(self, config: Configuration) -> None:
+        self.config = config
+
+    def resource_metadata(self, flow: http.HTTPFlow) -> None:
+        rt = self.config.current()
+        settings = rt.settings
+        servers = [settings.public_url] if settings.facade else [settings.issuer]
+        flow.response = answers.public_json(
+            resource_metadata(settings.resource, servers, settings.scopes, settings.resource_name)
+        )
+        where = "this proxy" if settings.facade else f"the IdP {settings.issuer}"
+        record(flow, Stage.RESOURCE_METADATA, f"served PRM for {settings.resource}; authorization server is {where}")
+
+    async def server_metadata(self, flow: http.HTTPFlow) -> None:
+        rt = self.config.current()
+        settings = rt.settings
+        try:
+            upstream = await rt.idp.metadata()
+        except IdentityProviderUnavailable as e:
+            flow.response = answers.oauth_error(
+                503,
+                "temporarily_unavailable",
+                f"the identity provider's metadata is not available: {e}",
+                {"Retry-After": str(e.retry_after)},
+            )
+            record(flow, Stage.AS_METADATA, f"IdP metadata unavailable: {e}")
+            return
+        facade = facade_metadata(upstream, settings.public_url, settings.scopes, settings.registration.mode == "static")
+        flow.response = answers.public_json(facade.document)
+        rewritten = [n for n, (_, after) in facade.changes.items() if str(after).startswith(settings.public_url)]
+        removed = [n for n, (_, after) in facade.changes.items() if after is None and n.endswith("_endpoint")]
+        explanation = f"rewrote {upstream.source_url}: {', '.join(rewritten)} now point at the proxy"
+        if removed:
+            explanation += f"; left out {', '.join(removed)} (they would bypass the proxy)"
+        record(flow, Stage.AS_METADATA, explanation)

@@ -1,0 +1,99 @@
+"""The facade's /register: forward to the IdP's DCR, or synthesize on the static client."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from mitmproxy import http
+
+from addon.protocol.errors import OAuthError, shorten
+from addon.protocol.registration import (
+    Registration,
+    check_registration_request,
+    check_upstream_answer,
+    registration_error,
+    registration_response,
+    seal_client_id,
+    upstream_registration_request,
+)
+from addon.proxy import answers
+from addon.proxy.configuration import Configuration
+from addon.stages import Stage, record
+
+MAX_BODY = 64 * 1024
+
+
+class ClientRegistration:
+    def __init__(self, config: Configuration) -> None:
+        self.config = config
+
+    async def register(self, flow: http.HTTPFlow) -> None:
+        try:
+            explanation = await self._register(flow)
+        except OAuthError as e:
+            flow.response = answers.error_response(e)
+            record(flow, Stage.REGISTRATION, f"refused: {e}")
+            return
+        record(flow, Stage.REGISTRATION, explanation)
+
+    async def _register(self, flow: http.HTTPFlow) -> str:
+        rt = self.config.current()
+        settings = rt.settings
+        content = flow.request.raw_content or b""
+        if len(content) > MAX_BODY:
+            raise OAuthError(413, "invalid_client_metadata", f"registration request larger than {MAX_BODY} bytes")
+        try:
+            body = json.loads(content)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise registration_error("the registration request must be a JSON object") from e
+        request = check_registration_request(body)
+        name = request.descriptive.get("client_name") or "unnamed client"
+
+        if settings.registration.mode == "static":
+            static = rt.static_client
+            assert static is not None
+            registration = Registration(
+                static.client_id,
+                request.redirect_uris,
+                request.descriptive.get("client_name"),
+                int(time.time()),
+                static=True,
+            )
+            client_id = seal_client_id(rt.sealer, registration)
+            # The MCP client is public towards the proxy; the proxy holds the static client's secret.
+            flow.response = answers.json_response(201, registration_response(request, client_id, "none"))
+            return (
+                f"synthesized a registration for {name!r} on static client {static.client_id} "
+                f"(client_id {shorten(client_id)}); redirect URIs {', '.join(request.redirect_uris)}"
+            )
+
+        status, answer = await rt.idp.register(upstream_registration_request(request, settings.callback_url))
+        if status not in (200, 201):
+            if isinstance(answer, dict) and isinstance(answer.get("error"), str) and status < 500:
+                description = str(answer.get("error_description") or "")
+                if status in (401, 403):
+                    # The IdP wants an initial access token or a policy refused: the client cannot fix that.
+                    raise OAuthError(
+                        502,
+                        "server_error",
+                        f"the identity provider refused the registration ({status} {answer['error']}: "
+                        f"{description}); check its client registration policies",
+                    )
+                raise OAuthError(status, answer["error"], f"identity provider: {description}")
+            raise OAuthError(502, "server_error", f"the identity provider's registration answered HTTP {status}")
+        answer = check_upstream_answer(answer)
+        registration = Registration(
+            answer["client_id"],
+            request.redirect_uris,
+            request.descriptive.get("client_name"),
+            int(time.time()),
+            static=False,
+        )
+        client_id = seal_client_id(rt.sealer, registration)
+        method = str(answer.get("token_endpoint_auth_method", request.token_endpoint_auth_method))
+        flow.response = answers.json_response(201, registration_response(request, client_id, method, answer))
+        return (
+            f"forwarded {name!r} to the IdP as {answer['client_id']} with the proxy's callback; "
+            f"handed out sealed client_id {shorten(client_id)}"
+        )

@@ -1,0 +1,67 @@
+"""The stage vocabulary: which step of the OAuth dance a flow is, as users see it.
+
+The stage is what mitmweb shows on a flow (comment and mark), what the log lines carry
+and what the tests assert. The names are part of the product's interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from mitmproxy import http
+
+logger = logging.getLogger("mcp_auth")
+
+METADATA_KEY = "mcp_auth.stage"
+
+
+class Stage(StrEnum):
+    RESOURCE_METADATA = "resource-metadata"
+    AS_METADATA = "as-metadata"
+    REGISTRATION = "registration"
+    AUTHORIZATION = "authorization"
+    CALLBACK = "callback"
+    TOKEN = "token"
+    CHALLENGE = "challenge"
+    REJECTED = "rejected"
+    AUTHORIZED_CALL = "authorized-call"
+    NOT_FOUND = "not-found"
+
+
+# mitmweb shortcodes, one per stage, so a workshop can say "the key is the token exchange".
+MARKS: dict[Stage, str] = {
+    Stage.RESOURCE_METADATA: ":page_facing_up:",
+    Stage.AS_METADATA: ":bookmark_tabs:",
+    Stage.REGISTRATION: ":memo:",
+    Stage.AUTHORIZATION: ":door:",
+    Stage.CALLBACK: ":leftwards_arrow_with_hook:",
+    Stage.TOKEN: ":key:",
+    Stage.CHALLENGE: ":lock:",
+    Stage.REJECTED: ":no_entry:",
+    Stage.AUTHORIZED_CALL: ":white_check_mark:",
+    Stage.NOT_FOUND: ":grey_question:",
+}
+
+
+def record(flow: http.HTTPFlow, stage: Stage, explanation: str) -> None:
+    """Put the stage on the flow for mitmweb and say it in the log, in one line."""
+    flow.metadata[METADATA_KEY] = stage.value
+    flow.comment = f"{stage.value}: {explanation}"
+    flow.marked = MARKS[stage]
+    status = flow.response.status_code if flow.response else "→ upstream"
+    level = logging.WARNING if stage in (Stage.REJECTED,) else logging.INFO
+    logger.log(
+        level,
+        "[%s] %s %s %s: %s",
+        stage.value,
+        flow.request.method,
+        flow.request.path.split("?")[0],
+        status,
+        explanation,
+    )
+
+
+def stage_of(flow: http.HTTPFlow) -> Stage | None:
+    value = flow.metadata.get(METADATA_KEY)
+    return Stage(value) if value else None
