@@ -65,7 +65,7 @@ class Settings:
 
     @property
     def resource_metadata_url(self) -> str:
-        return resource_metadata_url(self.public_url, self.mcp_path)
+        return resource_metadata_url(self.resource)
 
     @property
     def facade(self) -> bool:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
 
-def resource_metadata_paths(mcp_path: str) -> tuple[str, ...]:
-    """Where clients look (MCP 2025-11-25): the path-suffixed URL first, then the root one."""
-    return (WELL_KNOWN + mcp_path, WELL_KNOWN)
+def resource_metadata_paths(resource: str) -> tuple[str, ...]:
+    """Where clients look (MCP 2025-11-25): the well-known prefix inserted before the resource's
+    path (RFC 9728 §3.1) first, then the root one."""
+    return (WELL_KNOWN + urlsplit(resource).path, WELL_KNOWN)
 
 
-def resource_metadata_url(public_url: str, mcp_path: str) -> str:
+def resource_metadata_url(resource: str) -> str:
     """The absolute URL named in every challenge."""
-    return public_url + WELL_KNOWN + mcp_path
+    parts = urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}{WELL_KNOWN}{parts.path}"
 
 
 def resource_metadata(

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
+from addon.config import Settings
 from addon.protocol.resource_metadata import resource_metadata_paths
 from addon.protocol.server_metadata import (
     AUTHORIZE_PATH,
@@ -35,6 +36,7 @@ from addon.stages import Stage, record, stage_of
 logger = logging.getLogger("mcp_auth")
 
 Handler = Callable[[http.HTTPFlow], Awaitable[None] | None]
+Route = tuple[Stage, tuple[str, ...], Handler]
 
 
 class Router:
@@ -45,15 +47,21 @@ class Router:
         self.authorization = Authorization(config)
         self.token = TokenEndpoint(config)
         self.gate = McpGate(config)
+        self._table: tuple[Settings, dict[str, Route], str] | None = None
 
-    def _routes(self) -> dict[str, tuple[Stage, tuple[str, ...], Handler]]:
-        """path -> (stage, allowed methods, handler) for the proxy's own endpoints."""
-        rt = self.config.current()
-        settings = rt.settings
-        base = urlsplit(settings.public_url).path.rstrip("/")
-        routes: dict[str, tuple[Stage, tuple[str, ...], Handler]] = {}
-        for path in resource_metadata_paths(settings.mcp_path):
-            routes[base + path] = (Stage.RESOURCE_METADATA, ("GET", "HEAD"), self.discovery.resource_metadata)
+    def _routes(self) -> tuple[dict[str, Route], str]:
+        """The proxy's own endpoints and the MCP path, built once per configuration."""
+        settings = self.config.current().settings
+        if self._table is None or self._table[0] is not settings:
+            base = urlsplit(settings.public_url).path.rstrip("/")
+            self._table = (settings, self._build_routes(settings, base), base + settings.mcp_path)
+        return self._table[1], self._table[2]
+
+    def _build_routes(self, settings: Settings, base: str) -> dict[str, Route]:
+        """path -> (stage, allowed methods, handler)."""
+        routes: dict[str, Route] = {}
+        for path in resource_metadata_paths(settings.resource):
+            routes[path] = (Stage.RESOURCE_METADATA, ("GET", "HEAD"), self.discovery.resource_metadata)
         if settings.facade:
             for path in facade_discovery_paths(settings.public_url):
                 routes[path] = (Stage.AS_METADATA, ("GET", "HEAD"), self.discovery.server_metadata)
@@ -64,11 +72,6 @@ class Router:
             routes[base + TOKEN_PATH] = (Stage.TOKEN, ("POST",), self.token.token)
             routes[base + REVOKE_PATH] = (Stage.TOKEN, ("POST",), self.token.revoke)
         return routes
-
-    def _is_mcp_path(self, path: str) -> bool:
-        rt = self.config.current()
-        mcp_path = urlsplit(rt.settings.public_url).path.rstrip("/") + rt.settings.mcp_path
-        return path == mcp_path or path.startswith(mcp_path + "/")
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
@@ -90,7 +93,8 @@ class Router:
 
     async def _route(self, flow: http.HTTPFlow) -> None:
         path = flow.request.path.split("?", 1)[0]
-        route = self._routes().get(path)
+        routes, mcp_path = self._routes()
+        route = routes.get(path)
         if route is not None:
             stage, methods, handler = route
             if flow.request.method not in methods:
@@ -103,7 +107,7 @@ class Router:
             if result is not None:
                 await result
             return
-        if self._is_mcp_path(path):
+        if path == mcp_path or path.startswith(mcp_path + "/"):
             await self.gate.check(flow)
             return
         flow.response = answers.oauth_error(404, "not_found", f"{path} is not served by this proxy")
