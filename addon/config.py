@@ -161,9 +161,14 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str) or len(value) < 32:
-            shown = "<hidden>" if isinstance(value, str) else value
+            # Never the value itself: a number YAML read from an unquoted key is still the secret.
+            shown = (
+                f"<hidden> ({len(value)} characters)"
+                if isinstance(value, str)
+                else f"a {type(value).__name__}, not a string (value hidden; quote it in YAML)"
+            )
             raise ConfigError(
-                f"{self.source}: `{key}` is {shown} ({len(value) if isinstance(value, str) else 0} characters); "
+                f"{self.source}: `{key}` is {shown}; "
                 "expected at least 32 characters of randomness, e.g. the output of "
                 "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, or ${ENV_VAR}"
             )
@@ -210,6 +215,10 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
 
     resource = public_url + mcp_path
     audience = read.strings("audience", raw["audience"]) if raw.get("audience") is not None else (resource,)
+    if not audience:
+        raise read.fail(
+            "audience", raw["audience"], f"list at least one accepted audience, or leave it out to accept [{resource}]"
+        )
 
     registration_raw = raw.get("registration") or {}
     if not isinstance(registration_raw, Mapping):

@@ -89,6 +89,8 @@ class AuthorizationRequest:
     redirect_uri: str
     state: str | None
     params: dict[str, str]  # passed through to the IdP: code_challenge, scope, resource, ...
+    # RFC 6749 §4.1.3: /token must repeat redirect_uri exactly when, and only when, /authorize had it.
+    redirect_uri_given: bool = True
 
     def error_redirect(self, error: str, description: str, issuer: str) -> str:
         params = {"error": error, "error_description": description}
@@ -112,7 +114,9 @@ def check_authorization_request(
     """The checked request, or (once the redirect URI is known good) an error redirect URL."""
     redirect_uri = choose_redirect_uri(registration, query.get("redirect_uri"))
     params = {name: query[name] for name in _PASSED_THROUGH if name in query}
-    request = AuthorizationRequest(client_id, registration, redirect_uri, query.get("state"), params)
+    request = AuthorizationRequest(
+        client_id, registration, redirect_uri, query.get("state"), params, "redirect_uri" in query
+    )
 
     if query.get("response_type") != "code":
         return request.error_redirect("unsupported_response_type", "only response_type=code is supported", issuer)
@@ -144,7 +148,7 @@ def upstream_authorization_url(
 ) -> str:
     state = sealer.seal(
         STATE_PURPOSE,
-        {"c": request.client_id, "r": request.redirect_uri, "s": request.state},
+        {"c": request.client_id, "r": request.redirect_uri, "s": request.state, "g": request.redirect_uri_given},
         ttl=STATE_TTL,
     )
     params = {
@@ -174,6 +178,7 @@ def handle_callback(sealer: Sealer, query: Mapping[str, str], upstream_issuer: s
     except SealError as e:
         raise AuthorizationPageError("invalid_request", f"state was not issued by this proxy or is stale: {e}") from e
     client_id, redirect_uri, client_state = str(state["c"]), str(state["r"]), state.get("s")
+    redirect_uri_given = state.get("g", True)
 
     params: dict[str, str] = {}
     returned_iss = query.get("iss")
@@ -187,7 +192,7 @@ def handle_callback(sealer: Sealer, query: Mapping[str, str], upstream_issuer: s
             params["error_description"] = query["error_description"]
         outcome = query["error"]
     elif query.get("code"):
-        params = {"code": seal_code(sealer, query["code"], client_id, redirect_uri)}
+        params = {"code": seal_code(sealer, query["code"], client_id, redirect_uri if redirect_uri_given else None)}
         outcome = "code"
     else:
         params = {"error": "server_error", "error_description": "the identity provider returned neither code nor error"}
@@ -198,7 +203,7 @@ def handle_callback(sealer: Sealer, query: Mapping[str, str], upstream_issuer: s
     return CallbackResult(with_query(redirect_uri, params), client_id, outcome)
 
 
-def seal_code(sealer: Sealer, code: str, client_id: str, redirect_uri: str) -> str:
+def seal_code(sealer: Sealer, code: str, client_id: str, redirect_uri: str | None) -> str:
     # The client id is long; its digest is enough to bind the code to it.
     return sealer.seal(CODE_PURPOSE, {"k": code, "c": client_digest(client_id), "r": redirect_uri}, ttl=CODE_TTL)
 

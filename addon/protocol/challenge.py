@@ -21,8 +21,22 @@ def _quoted(value: str) -> str:
     return '"' + _NOT_ALLOWED_IN_DESCRIPTION.sub("'", value) + '"'
 
 
+def _description(value: str) -> str:
+    # Descriptions quote token contents (kid, iss, aud). Clients that search the header for
+    # `scope=` or `resource_metadata=` unquoted (the official Python SDK does) must not find
+    # one inside the description; the JSON body keeps the exact text.
+    return value.replace("=", ":")
+
+
 def bearer(**params: str | None) -> str:
-    parts = [f"{name}={_quoted(value)}" for name, value in params.items() if value is not None]
+    """One Bearer challenge; error_description goes last, after every value a client acts on."""
+    parts = [
+        f"{name}={_quoted(value)}"
+        for name, value in params.items()
+        if value is not None and name != "error_description"
+    ]
+    if params.get("error_description") is not None:
+        parts.append(f"error_description={_quoted(_description(str(params['error_description'])))}")
     return "Bearer " + ", ".join(parts)
 
 
@@ -54,8 +68,6 @@ def invalid_token(resource_metadata_url: str, scopes: Iterable[str], description
     scope = " ".join(scopes) or None
     return Challenge(
         401,
-        # The description (which can quote token contents) goes last: clients that match the first
-        # `name=value` anywhere in the header must find the real parameters before it.
         bearer(
             error="invalid_token",
             resource_metadata=resource_metadata_url,

@@ -99,11 +99,12 @@ class JwksCache:
         except (httpx.HTTPError, ValueError) as e:
             raise KeysUnavailable(f"JWKS at {self.jwks_uri} could not be fetched: {type(e).__name__} {e}") from e
         keys: dict[str | None, SigningKey] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+        entries = document.get("keys") if isinstance(document, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
             if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
                 continue
             alg = entry.get("alg")
-            if alg is not None and alg not in ASYMMETRIC_ALGORITHMS:
+            if alg is not None and (not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS):
                 continue
             try:
                 keys[entry.get("kid")] = SigningKey(jwt.PyJWK(entry), alg)
@@ -182,10 +183,10 @@ class TokenValidator:
             raise TokenRejected("the token is not a JWT")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as e:
+        except jwt.InvalidTokenError as e:  # DecodeError, and a non-string kid or bad crit
             raise TokenRejected(f"the token is not a readable JWT: {e}") from e
         alg = header.get("alg")
-        if alg not in ASYMMETRIC_ALGORITHMS or alg not in get_default_algorithms():
+        if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in get_default_algorithms():
             raise TokenRejected(f"signing algorithm {alg!r} is not accepted; an asymmetric algorithm is required")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):

@@ -99,6 +99,7 @@ class Configuration:
             settings.registration.mode if settings.facade else "at the IdP",
         )
         if old_idp is not None:
+            self._cancel_start()  # it works on the old IdP's client, about to be closed
             self._closing = asyncio.ensure_future(old_idp.close())
         if self.is_running:
             self._start_idp()
@@ -111,7 +112,12 @@ class Configuration:
         assert self._idp is not None
         self._start_task = asyncio.ensure_future(self._idp.start())
 
+    def _cancel_start(self) -> None:
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+
     async def done(self) -> None:
+        self._cancel_start()
         if self._idp is not None:
             await self._idp.close()
 
