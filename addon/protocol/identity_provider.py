@@ -107,6 +107,18 @@ class IdentityProvider:
 
     # --- calls the facade forwards ------------------------------------------------------
 
+    async def _endpoints(self) -> ServerMetadata:
+        """The metadata, or the 503 the facade answers while the IdP cannot be reached."""
+        try:
+            return await self.metadata()
+        except IdentityProviderUnavailable as e:
+            raise OAuthError(
+                503,
+                "temporarily_unavailable",
+                f"the identity provider is not available: {e}",
+                {"Retry-After": str(e.retry_after)},
+            ) from e
+
     async def _post(self, url: str, what: str, **kwargs: Any) -> httpx.Response:
         try:
             return await self.client.post(url, **kwargs)
@@ -118,7 +130,7 @@ class IdentityProvider:
             ) from e
 
     async def register(self, document: Mapping[str, Any]) -> tuple[int, Any]:
-        metadata = await self.metadata()
+        metadata = await self._endpoints()
         if not metadata.registration_endpoint:
             raise OAuthError(
                 503,
@@ -135,7 +147,7 @@ class IdentityProvider:
         return response.status_code, _json_or_error(response, "registration endpoint")
 
     async def token(self, form: Mapping[str, str], basic_auth: tuple[str, str] | None) -> tuple[int, Any]:
-        metadata = await self.metadata()
+        metadata = await self._endpoints()
         response = await self._post(
             metadata.token_endpoint,
             "token endpoint",
@@ -146,7 +158,7 @@ class IdentityProvider:
         return response.status_code, _json_or_error(response, "token endpoint")
 
     async def revoke(self, form: Mapping[str, str], basic_auth: tuple[str, str] | None) -> int:
-        metadata = await self.metadata()
+        metadata = await self._endpoints()
         if not metadata.revocation_endpoint:
             raise OAuthError(400, "unsupported_token_type", "the identity provider offers no revocation")
         response = await self._post(

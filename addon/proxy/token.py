@@ -7,7 +7,6 @@ from urllib.parse import parse_qsl
 from mitmproxy import http
 
 from addon.protocol.errors import OAuthError, invalid_request
-from addon.protocol.identity_provider import IdentityProviderUnavailable
 from addon.protocol.token_exchange import upstream_revocation_request, upstream_token_request
 from addon.proxy import answers
 from addon.proxy.configuration import Configuration
@@ -58,10 +57,6 @@ class TokenEndpoint:
             flow.response = answers.error_response(e)
             record(flow, Stage.TOKEN, f"refused: {e}")
             return
-        except IdentityProviderUnavailable as e:
-            flow.response = answers.oauth_error(503, "temporarily_unavailable", str(e), {"Retry-After": "5"})
-            record(flow, Stage.TOKEN, f"IdP unavailable: {e}")
-            return
         flow.response = answers.json_response(status, answer)
         upstream = request.registration.upstream_client_id
         if status == 200 and isinstance(answer, dict):
@@ -89,10 +84,6 @@ class TokenEndpoint:
         except OAuthError as e:
             flow.response = answers.error_response(e)
             record(flow, Stage.TOKEN, f"revocation refused: {e}")
-            return
-        except IdentityProviderUnavailable as e:
-            flow.response = answers.oauth_error(503, "temporarily_unavailable", str(e), {"Retry-After": "5"})
-            record(flow, Stage.TOKEN, f"IdP unavailable: {e}")
             return
         # RFC 7009 §2.2: 200 whether or not the token was valid.
         flow.response = http.Response.make(200 if status < 500 else 503, b"", {"Cache-Control": "no-store"})

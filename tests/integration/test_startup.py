@@ -12,6 +12,9 @@ import yaml
 from conftest import SECRET_KEY, ProxyFactory, origin
 from oauth_steps import metadata, token_from
 
+from addon.protocol.registration import Registration, seal_client_id
+from addon.protocol.sealing import Sealer
+
 pytestmark = pytest.mark.integration
 
 
@@ -107,6 +110,16 @@ def test_idp_down_means_503_not_a_forwarded_call(start_proxy: ProxyFactory, demo
     assert response.json()["error"] == "temporarily_unavailable"
     metadata_response = httpx.get(proxy.url + "/.well-known/oauth-authorization-server")
     assert metadata_response.status_code == 503
+    registration = httpx.post(proxy.url + "/register", json={"redirect_uris": ["http://127.0.0.1:5/cb"]})
+    assert registration.status_code == 503
+    assert registration.headers["retry-after"]
+    assert registration.json()["error"] == "temporarily_unavailable"
+    # A client registered before the IdP went away (same sealing key) gets a 503 at /token too.
+    client_id = seal_client_id(Sealer(SECRET_KEY), Registration("upstream", ["http://127.0.0.1:5/cb"], None, 0, False))
+    token = httpx.post(proxy.url + "/token", data={"grant_type": "refresh_token", "refresh_token": "r",
+                                                   "client_id": client_id})
+    assert token.status_code == 503
+    assert token.json()["error"] == "temporarily_unavailable"
 
 
 def test_mitmweb_runs_the_addon(tmp_path: Path, confdir: Path, idp: stack.Service, demo_server: stack.Service) -> None:
