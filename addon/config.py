@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from addon import providers
 from addon.protocol.registration import is_loopback_host
 from addon.protocol.resource_metadata import resource_metadata_url
 
@@ -52,6 +53,7 @@ class Settings:
     audience: tuple[str, ...]
     registration: RegistrationSettings
     secret_key: str | None = field(repr=False)
+    provider: str = "generic"
     previous_secret_keys: tuple[str, ...] = field(default=(), repr=False)
     resource_name: str | None = None
     clock_skew_seconds: int = 30
@@ -66,6 +68,10 @@ class Settings:
     @property
     def resource_metadata_url(self) -> str:
         return resource_metadata_url(self.resource)
+
+    @property
+    def profile(self) -> providers.ProviderProfile:
+        return providers.profile(self.provider)
 
     @property
     def facade(self) -> bool:
@@ -87,6 +93,7 @@ _KNOWN_KEYS = {
     "secret_key",
     "previous_secret_keys",
     "resource_name",
+    "provider",
     "clock_skew_seconds",
     "jwks_refetch_interval_seconds",
     "idp_timeout_seconds",
@@ -185,7 +192,10 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
 
     for required in ("public_url", "issuer"):
         if raw.get(required) is None:
-            raise ConfigError(f"{source}: `{required}` is required; see config/config.yaml for an example")
+            raise ConfigError(
+                f"{source}: `{required}` is required; see config/config.yaml (Keycloak) or "
+                "config/dev-idp.yaml for an example"
+            )
     public_url = read.url("public_url", read.env("public_url", raw["public_url"]))
     if public_url.endswith("/"):
         raise read.fail("public_url", public_url, f"write it without the trailing slash: {public_url.rstrip('/')}")
@@ -207,6 +217,10 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
 
     mode = read.choice("mode", raw.get("mode", "facade"), MODES)
     issuer = read.url("issuer", read.env("issuer", raw["issuer"]))
+    provider = read.choice("provider", raw.get("provider", "generic"), tuple(providers.names()))
+    profile = providers.profile(provider)
+    if profile.issuer_pattern is not None and not profile.issuer_pattern.match(issuer):
+        raise read.fail("issuer", issuer, f"a {provider} issuer looks like {profile.issuer_example}")
 
     scopes = read.strings("scopes", raw.get("scopes", []))
     for scope in scopes:
@@ -270,6 +284,7 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
         audience=audience,
         registration=RegistrationSettings(registration_mode, client_id, client_secret, auth_method),
         secret_key=secret_key,
+        provider=provider,
         previous_secret_keys=previous,
         resource_name=resource_name,
         clock_skew_seconds=int(read.number("clock_skew_seconds", raw.get("clock_skew_seconds", 30), 0, 600)),
@@ -287,7 +302,8 @@ def load_settings(path: str | Path) -> Settings:
         text = path.read_text()
     except FileNotFoundError as e:
         raise ConfigError(
-            f"{path}: no such file; set --set mcp_auth_config=<path to your YAML>, starting from config/config.yaml"
+            f"{path}: no such file; set --set mcp_auth_config=<path to your YAML>, starting from "
+            "config/config.yaml or config/dev-idp.yaml"
         ) from e
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read: {e}") from e

@@ -40,7 +40,7 @@ def main() -> int:
         services.append(stack.start_idp(IDP_PORT, echo=show("idp   ", False) if args.verbose else None))
         services.append(stack.start_demo_server(SERVER_PORT, echo=show("server", False) if args.verbose else None))
         # Exactly the README's command line, from the repository root.
-        services.append(stack.start_proxy("config/config.yaml", f"http://127.0.0.1:{SERVER_PORT}", PROXY_PORT,
+        services.append(stack.start_proxy("config/dev-idp.yaml", f"http://127.0.0.1:{SERVER_PORT}", PROXY_PORT,
                                           echo=show("proxy ", not args.verbose)))
         client = [stack.PYTHON, str(stack.ROOT / "scripts" / "mcp_client.py"), MCP_URL]
         if not args.interactive:

@@ -27,6 +27,8 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import http.cookiejar
+import ipaddress
 import json
 import logging
 import os
@@ -486,6 +488,34 @@ def _snippet(text: str, limit: int = 300) -> str:
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _LoopbackIsSecure(http.cookiejar.DefaultCookiePolicy):
+    """Send `Secure` cookies to loopback http, as browsers do (a "potentially trustworthy origin").
+
+    Keycloak marks its login cookies Secure even over plain http; a cookie jar that keeps them
+    from http://127.0.0.1 loses the login session half-way ("Restart login cookie not found").
+    """
+
+    def return_ok_secure(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        if cookie.secure and request.type == "http" and _is_loopback(urlsplit(request.get_full_url()).hostname):
+            return True
+        return bool(super().return_ok_secure(cookie, request))
+
+
+def browser_like_client(timeout: float = 30.0) -> httpx2.Client:
+    return httpx2.Client(
+        follow_redirects=False, timeout=timeout, cookies=http.cookiejar.CookieJar(policy=_LoopbackIsSecure())
+    )
+
+
 def login_with_password(
     authorization_url: str,
     username: str,
@@ -513,7 +543,7 @@ def login_with_password(
         AuthorizationError: The redirect to the callback carries an OAuth error.
     """
     owns_client = http_client is None
-    client = http_client or httpx2.Client(follow_redirects=False, timeout=timeout)
+    client = http_client or browser_like_client(timeout)
     try:
         method, url = "GET", authorization_url
         data: dict[str, str | list[str]] | None = None

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from addon.protocol.errors import OAuthError
 from addon.protocol.sealing import Sealer, SealError
+from addon.providers import ProviderProfile
 
 REGISTRATION_PURPOSE = "registration"
 MAX_REDIRECT_URIS = 10
@@ -189,9 +190,12 @@ def open_client_id(sealer: Sealer, client_id: str) -> Registration:
         raise OAuthError(401, "invalid_client", f"client_id was not issued by this server ({e}); register again") from e
 
 
-def upstream_registration_request(request: ClientRequest, callback_url: str) -> dict[str, Any]:
+def upstream_registration_request(
+    request: ClientRequest, callback_url: str, profile: ProviderProfile | None = None
+) -> dict[str, Any]:
     """What the proxy registers at the IdP: the client's description, the proxy's callback."""
-    upstream: dict[str, Any] = dict(request.descriptive)
+    dropped = profile.registration_fields_dropped if profile else frozenset()
+    upstream: dict[str, Any] = {k: v for k, v in request.descriptive.items() if k not in dropped}
     upstream.update(
         redirect_uris=[callback_url],
         grant_types=request.grant_types,
@@ -200,8 +204,9 @@ def upstream_registration_request(request: ClientRequest, callback_url: str) -> 
         # The IdP only ever redirects to the proxy's callback, a web redirect.
         application_type="web",
     )
-    if request.scope:
-        upstream["scope"] = request.scope
+    scope = profile.registration_scope(request.scope) if profile else request.scope
+    if scope:
+        upstream["scope"] = scope
     return upstream
 
 

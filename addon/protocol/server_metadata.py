@@ -143,7 +143,9 @@ def facade_metadata(
     public_url: str,
     scopes: Sequence[str],
     static_registration: bool,
+    auth_methods: Sequence[str] = (),
 ) -> FacadeMetadata:
+    """auth_methods: what the IdP accepts at registration where its metadata says less (a provider profile)."""
     source = upstream.document
     document: dict[str, Any] = {
         "issuer": public_url,
@@ -157,7 +159,8 @@ def facade_metadata(
         "token_endpoint_auth_methods_supported": (
             ["none"]
             if static_registration
-            else _intersect(source.get("token_endpoint_auth_methods_supported"), CLIENT_AUTH_METHODS)
+            else list(auth_methods)
+            or _intersect(source.get("token_endpoint_auth_methods_supported"), CLIENT_AUTH_METHODS)
         ),
         # MCP 2026-07-28: offline_access is not advertised; refresh tokens come with the grant type.
         "scopes_supported": [

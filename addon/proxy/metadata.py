@@ -40,7 +40,13 @@ class Discovery:
             )
             record(flow, Stage.AS_METADATA, f"IdP metadata unavailable: {e}")
             return
-        facade = facade_metadata(upstream, settings.public_url, settings.scopes, settings.registration.mode == "static")
+        facade = facade_metadata(
+            upstream,
+            settings.public_url,
+            settings.scopes,
+            settings.registration.mode == "static",
+            settings.profile.token_endpoint_auth_methods,
+        )
         flow.response = answers.public_json(facade.document)
         rewritten = [n for n, (_, after) in facade.changes.items() if str(after).startswith(settings.public_url)]
         removed = [n for n, (_, after) in facade.changes.items() if after is None and n.endswith("_endpoint")]

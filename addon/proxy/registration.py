@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from mitmproxy import http
@@ -17,11 +18,29 @@ from addon.protocol.registration import (
     seal_client_id,
     upstream_registration_request,
 )
+from addon.providers import ProviderProfile
 from addon.proxy import answers
 from addon.proxy.configuration import Configuration
 from addon.stages import Stage, record
 
+logger = logging.getLogger("mcp_auth")
+
 MAX_BODY = 64 * 1024
+
+
+def refusal(status: int, answer: object, profile: ProviderProfile) -> OAuthError:
+    """The IdP's refusal as the client's answer, with what the administrator must change where the profile knows."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str) or status >= 500:
+        return OAuthError(502, "server_error", f"the identity provider's registration answered HTTP {status}")
+    description = str(answer.get("error_description") or answer["error"])
+    if status in (401, 403):
+        # An initial access token wanted or a registration policy refused: the IdP's configuration, not the client.
+        hint = profile.hint_for(description) or "check the identity provider's client registration policies"
+        logger.warning("registration refused by the identity provider (%s: %s): %s", status, description, hint)
+        return OAuthError(
+            502, "server_error", f"the identity provider refused the registration ({description}); {hint}"
+        )
+    return OAuthError(400, answer["error"], f"identity provider: {description}")
 
 
 class ClientRegistration:
@@ -68,20 +87,11 @@ class ClientRegistration:
                 f"(client_id {shorten(client_id)}); redirect URIs {', '.join(request.redirect_uris)}"
             )
 
-        status, answer = await rt.idp.register(upstream_registration_request(request, settings.callback_url))
+        status, answer = await rt.idp.register(
+            upstream_registration_request(request, settings.callback_url, settings.profile)
+        )
         if status not in (200, 201):
-            if isinstance(answer, dict) and isinstance(answer.get("error"), str) and status < 500:
-                description = str(answer.get("error_description") or "")
-                if status in (401, 403):
-                    # The IdP wants an initial access token or a policy refused: the client cannot fix that.
-                    raise OAuthError(
-                        502,
-                        "server_error",
-                        f"the identity provider refused the registration ({status} {answer['error']}: "
-                        f"{description}); check its client registration policies",
-                    )
-                raise OAuthError(status, answer["error"], f"identity provider: {description}")
-            raise OAuthError(502, "server_error", f"the identity provider's registration answered HTTP {status}")
+            raise refusal(status, answer, settings.profile)
         answer = check_upstream_answer(answer)
         registration = Registration(
             answer["client_id"],

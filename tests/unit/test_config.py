@@ -9,7 +9,8 @@ import pytest
 
 from addon.config import ConfigError, Settings, load_settings, parse_settings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+EXAMPLE = CONFIG / "dev-idp.yaml"
 SECRET = "s3cr3t-value-that-is-long-enough-1234567890"
 
 
@@ -43,6 +44,28 @@ def test_documented_example_parses() -> None:
     assert settings.registration.client_id is None
     assert settings.secret_key is None
     assert settings.source == str(EXAMPLE)
+    assert settings.provider == "generic"
+
+
+def test_keycloak_example_parses() -> None:
+    settings = load_settings(CONFIG / "config.yaml")
+    assert settings.provider == "keycloak"
+    assert settings.issuer == "http://localhost:8080/realms/mcp"
+    assert settings.resource == "http://localhost:8000/mcp"
+    assert settings.audience == (settings.resource,)
+    assert settings.callback_url == "http://localhost:8000/callback"
+
+
+def test_unknown_provider_is_named() -> None:
+    message = error_for(minimal(provider="okta"))
+    assert "`provider` is 'okta'" in message
+    assert "generic, keycloak" in message
+
+
+def test_keycloak_issuer_must_name_a_realm() -> None:
+    message = error_for(minimal(provider="keycloak", issuer="http://localhost:8080"))
+    assert "`issuer` is 'http://localhost:8080'" in message
+    assert "http://localhost:8080/realms/mcp" in message
 
 
 def test_defaults_and_derived_values() -> None:
