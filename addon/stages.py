@@ -13,7 +13,19 @@ from mitmproxy import http
 
 logger = logging.getLogger("mcp_auth")
 
+# What the proxy records on each flow, for views, the dance command and saved flow files:
+#   mcp_auth.stage            the stage name (below)
+#   mcp_auth.explanation      the one-line explanation also in the comment
+#   mcp_auth.client           the IdP's client id the flow belongs to, where known
+#   mcp_auth.token            the bearer token sent, signature cut off (decodable, not replayable)
+#   mcp_auth.token_checks     [{"check", "ok", "detail"}] for that token (protocol.tokens.check_report)
+#   mcp_auth.metadata_source  on as-metadata flows: the IdP metadata URL and document the proxy rewrote
 METADATA_KEY = "mcp_auth.stage"
+EXPLANATION_KEY = "mcp_auth.explanation"
+CLIENT_KEY = "mcp_auth.client"
+TOKEN_KEY = "mcp_auth.token"
+TOKEN_CHECKS_KEY = "mcp_auth.token_checks"
+METADATA_SOURCE_KEY = "mcp_auth.metadata_source"
 
 
 class Stage(StrEnum):
@@ -44,9 +56,12 @@ MARKS: dict[Stage, str] = {
 }
 
 
-def record(flow: http.HTTPFlow, stage: Stage, explanation: str) -> None:
+def record(flow: http.HTTPFlow, stage: Stage, explanation: str, client: str | None = None) -> None:
     """Put the stage on the flow for mitmweb and say it in the log, in one line."""
     flow.metadata[METADATA_KEY] = stage.value
+    flow.metadata[EXPLANATION_KEY] = explanation
+    if client is not None:
+        flow.metadata[CLIENT_KEY] = client
     flow.comment = f"{stage.value}: {explanation}"
     flow.marked = MARKS[stage]
     status = flow.response.status_code if flow.response else "→ upstream"

@@ -29,8 +29,19 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
+# The checks made on a token, in the order they are made; what mitmweb's token view lists.
+CHECKS = ("format", "algorithm", "key", "signature", "nbf", "exp", "iss", "aud", "sub", "scopes")
+
+
 class TokenRejected(Exception):
-    """The token is not acceptable; the message says why, for the client and the log."""
+    """The token is not acceptable; the message says why, for the client and the log.
+
+    `check` names the check that failed (one of CHECKS); those before it passed.
+    """
+
+    def __init__(self, message: str, check: str = "format") -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class KeysUnavailable(Exception):
@@ -138,7 +149,8 @@ class JwksCache:
             key = self._pick(kid, alg)
         if key is None:
             raise TokenRejected(
-                f"signing key {kid!r} is not in the identity provider's JWKS" if kid else "token has no key id (kid)"
+                f"signing key {kid!r} is not in the identity provider's JWKS" if kid else "token has no key id (kid)",
+                "key",
             )
         return key
 
@@ -146,7 +158,7 @@ class JwksCache:
         if kid is not None:
             key = self._keys.get(kid)
             if key is not None and not key.fits(alg):
-                raise TokenRejected(f"token algorithm {alg} does not fit key {kid!r} ({key.jwk.key_type})")
+                raise TokenRejected(f"token algorithm {alg} does not fit key {kid!r} ({key.jwk.key_type})", "key")
             return key
         # No kid: acceptable only when exactly one key fits the algorithm.
         candidates = [k for k in self._keys.values() if k.fits(alg)]
@@ -187,7 +199,9 @@ class TokenValidator:
             raise TokenRejected(f"the token is not a readable JWT: {e}") from e
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or alg not in get_default_algorithms():
-            raise TokenRejected(f"signing algorithm {alg!r} is not accepted; an asymmetric algorithm is required")
+            raise TokenRejected(
+                f"signing algorithm {alg!r} is not accepted; an asymmetric algorithm is required", "algorithm"
+            )
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenRejected("the token's kid is not a string")
@@ -206,27 +220,29 @@ class TokenValidator:
         except jwt.ExpiredSignatureError as e:
             exp = _unverified_claims(token).get("exp")
             ago = time.time() - exp if isinstance(exp, int | float) else None
-            raise TokenRejected(f"token expired {_seconds(ago)} ago") from e
+            raise TokenRejected(f"token expired {_seconds(ago)} ago", "exp") from e
         except jwt.ImmatureSignatureError as e:
             nbf = _unverified_claims(token).get("nbf")
             wait = nbf - time.time() if isinstance(nbf, int | float) else None
-            raise TokenRejected(f"token is not valid yet (nbf is {_seconds(wait)} ahead)") from e
+            raise TokenRejected(f"token is not valid yet (nbf is {_seconds(wait)} ahead)", "nbf") from e
         except jwt.MissingRequiredClaimError as e:
-            raise TokenRejected(f"token has no {e.claim} claim") from e
+            raise TokenRejected(f"token has no {e.claim} claim", e.claim if e.claim in CHECKS else "format") from e
         except jwt.InvalidAudienceError as e:
             aud = _unverified_claims(token).get("aud")
-            raise TokenRejected(f"token audience {aud!r} is not this resource ({' '.join(self.audiences)})") from e
+            raise TokenRejected(
+                f"token audience {aud!r} is not this resource ({' '.join(self.audiences)})", "aud"
+            ) from e
         except jwt.InvalidIssuerError as e:
             iss = _unverified_claims(token).get("iss")
-            raise TokenRejected(f"token issuer {iss!r} is not {self.issuer!r}") from e
+            raise TokenRejected(f"token issuer {iss!r} is not {self.issuer!r}", "iss") from e
         except jwt.InvalidSignatureError as e:
-            raise TokenRejected("token signature does not verify") from e
+            raise TokenRejected("token signature does not verify", "signature") from e
         except (jwt.InvalidTokenError, jwt.InvalidKeyError) as e:
             raise TokenRejected(f"token is invalid: {e}") from e
 
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
-            raise TokenRejected("token has no sub claim")
+            raise TokenRejected("token has no sub claim", "sub")
         client_id = claims.get("client_id", claims.get("azp"))
         return VerifiedToken(
             subject=subject,
@@ -236,6 +252,47 @@ class TokenValidator:
             expires_at=int(claims["exp"]),
             claims=claims,
         )
+
+
+def check_report(
+    verified: VerifiedToken | None, rejected: TokenRejected | None, required_scopes: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Every check, in order, with its outcome: True passed, False failed, None not reached.
+
+    This is what a learner sees next to a decoded token, so the details say what was compared.
+    """
+    report: list[dict[str, Any]] = []
+    if verified is not None:
+        claims = verified.claims
+        missing = [s for s in required_scopes if s not in verified.scopes]
+        details = {
+            "format": "a signed JWT (JWS compact serialization)",
+            "algorithm": "asymmetric, as required",
+            "key": "found in the identity provider's JWKS",
+            "signature": "verifies with that key",
+            "nbf": f"not before {claims['nbf']}" if "nbf" in claims else "no nbf claim",
+            "exp": f"expires in {verified.expires_at - int(time.time())} s",
+            "iss": str(verified.issuer),
+            "aud": str(claims.get("aud")),
+            "sub": verified.subject,
+            "scopes": f"missing {' '.join(missing)}" if missing else " ".join(sorted(verified.scopes)) or "none needed",
+        }
+        return [{"check": c, "ok": c != "scopes" or not missing, "detail": details[c]} for c in CHECKS]
+    failed = rejected.check if rejected is not None else "format"
+    reached = True
+    for check in CHECKS:
+        if check == failed:
+            report.append({"check": check, "ok": False, "detail": str(rejected) if rejected else "not checked"})
+            reached = False
+        else:
+            report.append({"check": check, "ok": True if reached else None, "detail": "passed" if reached else ""})
+    return report
+
+
+def without_signature(token: str) -> str:
+    """The token with its signature cut off: still decodable for a view, useless to replay."""
+    head, _, _ = token.rpartition(".")
+    return head + "." if token.count(".") == 2 else token[:12] + "…"
 
 
 def _unverified_claims(token: str) -> dict[str, Any]:

@@ -95,7 +95,12 @@ class Authorization:
                 200, page, {"Set-Cookie": self._cookie(BROWSER_COOKIE, nonce, CONSENT_TTL)}
             )
             name = checked.registration.client_name or "unnamed client"
-            record(flow, Stage.AUTHORIZATION, f"asked the user to approve {name!r} (static registration needs consent)")
+            record(
+                flow,
+                Stage.AUTHORIZATION,
+                f"asked the user to approve {name!r} (static registration needs consent)",
+                checked.registration.upstream_client_id,
+            )
             return
         await self._send_upstream(flow, checked, "")
 
@@ -119,6 +124,7 @@ class Authorization:
             Stage.AUTHORIZATION,
             f"redirect URI {checked.redirect_uri} matches the registration; sent the user to the IdP "
             f"as {checked.registration.upstream_client_id}; client state sealed into the IdP's, PKCE passed through",
+            checked.registration.upstream_client_id,
         )
 
     def _remembered(self, flow: http.HTTPFlow) -> list[str]:
@@ -186,4 +192,8 @@ class Authorization:
             )
         else:
             explanation = f"IdP returned {result.outcome}; passed it to the client with its state"
-        record(flow, Stage.CALLBACK, explanation)
+        try:
+            client: str | None = open_client_id(rt.sealer, result.client_id).upstream_client_id
+        except OAuthError:
+            client = None
+        record(flow, Stage.CALLBACK, explanation, client)

@@ -9,10 +9,10 @@ from mitmproxy import http
 from addon.protocol import challenge
 from addon.protocol.errors import shorten
 from addon.protocol.identity_provider import IdentityProviderUnavailable
-from addon.protocol.tokens import KeysUnavailable, TokenRejected
+from addon.protocol.tokens import KeysUnavailable, TokenRejected, check_report, without_signature
 from addon.proxy import answers
 from addon.proxy.configuration import Configuration
-from addon.stages import Stage, record
+from addon.stages import TOKEN_CHECKS_KEY, TOKEN_KEY, Stage, record
 
 # Identity the proxy vouches for, sent to the MCP server. Anything a client sends under this
 # prefix is removed first, or a client could claim to be anyone.
@@ -27,7 +27,14 @@ class McpGate:
     def __init__(self, config: Configuration) -> None:
         self.config = config
 
-    def _answer(self, flow: http.HTTPFlow, answer: challenge.Challenge, stage: Stage, explanation: str) -> None:
+    def _answer(
+        self,
+        flow: http.HTTPFlow,
+        answer: challenge.Challenge,
+        stage: Stage,
+        explanation: str,
+        client: str | None = None,
+    ) -> None:
         flow.response = http.Response.make(
             answer.status,
             answer.body(),
@@ -37,7 +44,7 @@ class McpGate:
                 "Cache-Control": "no-store",
             },
         )
-        record(flow, stage, explanation)
+        record(flow, stage, explanation, client)
 
     def _bearer_token(self, flow: http.HTTPFlow) -> str | challenge.Challenge | None:
         """The token from the one Authorization header; None when there is none; a Challenge when malformed."""
@@ -80,10 +87,12 @@ class McpGate:
                 "no token; pointed the client at the resource metadata",
             )
             return
+        flow.metadata[TOKEN_KEY] = without_signature(token)
         try:
             validator = await rt.idp.validator()
             verified = await validator.verify(token)
         except TokenRejected as e:
+            flow.metadata[TOKEN_CHECKS_KEY] = check_report(None, e)
             self._answer(
                 flow,
                 challenge.invalid_token(prm, settings.scopes, str(e)),
@@ -102,6 +111,7 @@ class McpGate:
             record(flow, Stage.REJECTED, f"cannot check tokens yet: {e}")
             return
 
+        flow.metadata[TOKEN_CHECKS_KEY] = check_report(verified, None, settings.scopes)
         missing = [scope for scope in settings.scopes if scope not in verified.scopes]
         if missing:
             self._answer(
@@ -109,6 +119,7 @@ class McpGate:
                 challenge.insufficient_scope(prm, settings.scopes, missing),
                 Stage.REJECTED,
                 f"token for {verified.subject} lacks scope {' '.join(missing)}; asked for step-up",
+                verified.client_id,
             )
             return
 
@@ -127,4 +138,5 @@ class McpGate:
             f"token for {verified.subject} (client {verified.client_id or '?'}, scopes "
             f"{' '.join(sorted(verified.scopes)) or '-'}) valid for {verified.expires_at - int(time.time())} s; "
             "stripped it and forwarded",
+            verified.client_id,
         )

@@ -9,7 +9,7 @@ from addon.protocol.resource_metadata import resource_metadata
 from addon.protocol.server_metadata import facade_metadata
 from addon.proxy import answers
 from addon.proxy.configuration import Configuration
-from addon.stages import Stage, record
+from addon.stages import METADATA_SOURCE_KEY, Stage, record
 
 
 class Discovery:
@@ -48,6 +48,7 @@ class Discovery:
             settings.profile.token_endpoint_auth_methods,
         )
         flow.response = answers.public_json(facade.document)
+        flow.metadata[METADATA_SOURCE_KEY] = {"url": upstream.source_url, "document": upstream.document}
         rewritten = [n for n, (_, after) in facade.changes.items() if str(after).startswith(settings.public_url)]
         removed = [n for n, (_, after) in facade.changes.items() if after is None and n.endswith("_endpoint")]
         explanation = f"rewrote {upstream.source_url}: {', '.join(rewritten)} now point at the proxy"

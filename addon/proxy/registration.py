@@ -49,14 +49,15 @@ class ClientRegistration:
 
     async def register(self, flow: http.HTTPFlow) -> None:
         try:
-            explanation = await self._register(flow)
+            explanation, client = await self._register(flow)
         except OAuthError as e:
             flow.response = answers.error_response(e)
             record(flow, Stage.REGISTRATION, f"refused: {e}")
             return
-        record(flow, Stage.REGISTRATION, explanation)
+        record(flow, Stage.REGISTRATION, explanation, client)
 
-    async def _register(self, flow: http.HTTPFlow) -> str:
+    async def _register(self, flow: http.HTTPFlow) -> tuple[str, str]:
+        """The registration answered on the flow; returns the explanation and the IdP's client id."""
         rt = self.config.current()
         settings = rt.settings
         content = flow.request.raw_content or b""
@@ -83,8 +84,11 @@ class ClientRegistration:
             # The MCP client is public towards the proxy; the proxy holds the static client's secret.
             flow.response = answers.json_response(201, registration_response(request, client_id, "none"))
             return (
-                f"synthesized a registration for {name!r} on static client {static.client_id} "
-                f"(client_id {shorten(client_id)}); redirect URIs {', '.join(request.redirect_uris)}"
+                (
+                    f"synthesized a registration for {name!r} on static client {static.client_id} "
+                    f"(client_id {shorten(client_id)}); redirect URIs {', '.join(request.redirect_uris)}"
+                ),
+                static.client_id,
             )
 
         status, answer = await rt.idp.register(
@@ -104,6 +108,9 @@ class ClientRegistration:
         method = str(answer.get("token_endpoint_auth_method", request.token_endpoint_auth_method))
         flow.response = answers.json_response(201, registration_response(request, client_id, method, answer))
         return (
-            f"forwarded {name!r} to the IdP as {answer['client_id']} with the proxy's callback; "
-            f"handed out sealed client_id {shorten(client_id)}"
+            (
+                f"forwarded {name!r} to the IdP as {answer['client_id']} with the proxy's callback; "
+                f"handed out sealed client_id {shorten(client_id)}"
+            ),
+            answer["client_id"],
         )

@@ -69,7 +69,7 @@ class TokenEndpoint:
         else:
             error = answer.get("error") if isinstance(answer, dict) else None
             explanation = f"IdP refused the {request.grant_type} grant for {upstream}: HTTP {status} {error or ''}"
-        record(flow, Stage.TOKEN, explanation.strip())
+        record(flow, Stage.TOKEN, explanation.strip(), upstream)
 
     async def revoke(self, flow: http.HTTPFlow) -> None:
         rt = self.config.current()
