@@ -40,6 +40,13 @@ class Configuration:
             "config/config.yaml",
             "The mcp-auth-addon YAML configuration file.",
         )
+        loader.add_option(
+            "mcp_auth_redact",
+            bool,
+            False,
+            "Show tokens, codes and secrets shortened in mcp-auth-addon's views and in the flows it answers "
+            "itself (for shared screens and workshops).",
+        )
 
     def configure(self, updated: Set[str]) -> None:
         try:

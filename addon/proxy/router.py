@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from addon.config import Settings
 from addon.protocol.resource_metadata import resource_metadata_paths
@@ -29,6 +29,7 @@ from addon.proxy.authorization import Authorization
 from addon.proxy.configuration import Configuration
 from addon.proxy.gate import McpGate
 from addon.proxy.metadata import Discovery
+from addon.proxy.redaction import redact_answered_request
 from addon.proxy.registration import ClientRegistration
 from addon.proxy.token import TokenEndpoint
 from addon.stages import Stage, record, stage_of
@@ -90,6 +91,8 @@ class Router:
         if flow.response is None and stage_of(flow) != Stage.AUTHORIZED_CALL:
             flow.response = answers.oauth_error(503, "temporarily_unavailable", "the request was not authorized")
             record(flow, Stage.REJECTED, "no stage answered or authorized this request; answered 503")
+        if flow.response is not None and ctx.options.mcp_auth_redact:
+            redact_answered_request(flow.request)
 
     async def _route(self, flow: http.HTTPFlow) -> None:
         path = flow.request.path.split("?", 1)[0]
