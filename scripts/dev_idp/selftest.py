@@ -52,6 +52,17 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
+def code_grant(code: str, redirect_uri: str, code_verifier: str, **extra: str) -> dict[str, str]:
+    """An authorization_code token request's form."""
+    return {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": redirect_uri,
+        "code_verifier": code_verifier,
+        **extra,
+    }
+
+
 def short(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code} {resp.text[:300]!r}"
 
@@ -274,14 +285,7 @@ class Tester:
 
             r = c.post(
                 m["token_endpoint"],
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect,
-                    "code_verifier": "x" * 43,
-                    "client_id": native["client_id"],
-                    "resource": RESOURCE,
-                },
+                data=code_grant(code, redirect, "x" * 43, client_id=native["client_id"], resource=RESOURCE),
             )
             check(
                 r.status_code == 400 and r.json().get("error") == "invalid_grant",
@@ -291,14 +295,7 @@ class Tester:
             # (the failed attempt does not consume the code)
             r = c.post(
                 m["token_endpoint"],
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect,
-                    "code_verifier": verifier,
-                    "client_id": native["client_id"],
-                    "resource": RESOURCE,
-                },
+                data=code_grant(code, redirect, verifier, client_id=native["client_id"], resource=RESOURCE),
             )
             check(r.status_code == 200, "native: code exchange", short(r))
             tok = r.json()
@@ -348,13 +345,7 @@ class Tester:
             code, verifier = self.authorize(c, native["client_id"], redirect2, "mcp:tools", expect="consent")
             r = c.post(
                 m["token_endpoint"],
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect2,
-                    "code_verifier": verifier,
-                    "client_id": native["client_id"],
-                },
+                data=code_grant(code, redirect2, verifier, client_id=native["client_id"]),
             )
             check(r.status_code == 200, "native: code exchange (other loopback port)", short(r))
             ok("native: loopback redirect with a different port accepted; existing session -> consent auto-granted")
@@ -366,12 +357,7 @@ class Tester:
             r = c.post(
                 m["token_endpoint"],
                 auth=(web["client_id"], web["client_secret"]),
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect,
-                    "code_verifier": verifier,
-                },
+                data=code_grant(code, redirect, verifier),
             )
             check(r.status_code == 200, "web: code exchange (client_secret_basic, no resource)", short(r))
             tok = r.json()
@@ -396,13 +382,7 @@ class Tester:
             code, verifier = self.authorize(c, "mcp-proxy", redirect, "openid offline_access mcp:tools")
             r = c.post(
                 m["token_endpoint"],
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect,
-                    "code_verifier": verifier,
-                    "resource": RESOURCE,
-                },
+                data=code_grant(code, redirect, verifier, resource=RESOURCE),
             )
             check(
                 r.status_code in (400, 401) and r.json().get("error") in ("invalid_request", "invalid_client"),
@@ -412,13 +392,7 @@ class Tester:
             r = c.post(
                 m["token_endpoint"],
                 auth=("mcp-proxy", "wrong-secret"),
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect,
-                    "code_verifier": verifier,
-                    "resource": RESOURCE,
-                },
+                data=code_grant(code, redirect, verifier, resource=RESOURCE),
             )
             check(
                 r.status_code == 401 and r.json().get("error") == "invalid_client",
@@ -429,13 +403,7 @@ class Tester:
             r = c.post(
                 m["token_endpoint"],
                 auth=("mcp-proxy", "mcp-proxy-secret"),
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": redirect,
-                    "code_verifier": verifier,
-                    "resource": RESOURCE,
-                },
+                data=code_grant(code, redirect, verifier, resource=RESOURCE),
             )
             check(r.status_code == 200, "static: code exchange (client_secret_basic)", short(r))
             tok = r.json()
@@ -533,13 +501,7 @@ class Tester:
                 r = c.post(
                     auto.meta["token_endpoint"],
                     auth=("mcp-proxy", "mcp-proxy-secret"),
-                    data={
-                        "grant_type": "authorization_code",
-                        "code": code,
-                        "redirect_uri": self.static_redirect_uri,
-                        "code_verifier": verifier,
-                        "resource": RESOURCE,
-                    },
+                    data=code_grant(code, self.static_redirect_uri, verifier, resource=RESOURCE),
                 )
                 check(r.status_code == 200, "auto-login: code exchange", short(r))
                 claims = auto.verify_access_token(r.json()["access_token"], "mcp-proxy", "mcp:tools")
@@ -553,12 +515,7 @@ class Tester:
                 r = c.post(
                     auto.meta["token_endpoint"],
                     auth=("mcp-proxy", "mcp-proxy-secret"),
-                    data={
-                        "grant_type": "authorization_code",
-                        "code": code,
-                        "redirect_uri": self.static_redirect_uri,
-                        "code_verifier": verifier,
-                    },
+                    data=code_grant(code, self.static_redirect_uri, verifier),
                 )
                 check(r.status_code == 200, "default scope: code exchange", short(r))
                 auto.verify_access_token(r.json()["access_token"], "mcp-proxy", "mcp:tools")
