@@ -49,18 +49,40 @@ class Configuration:
         )
 
     def configure(self, updated: Set[str]) -> None:
+        serving = self.serving()
         try:
-            if "mode" in updated:
+            if serving and ("mode" in updated or "server" in updated):
                 self._check_reverse_mode()
-            if "mcp_auth_config" in updated:
-                self._apply(load_settings(ctx.options.mcp_auth_config))
+            if "mcp_auth_config" in updated or ("server" in updated and serving and self._settings is None):
+                self._load(serving)
         except (ConfigError, exceptions.OptionsError) as e:
             self._refuse(str(e))
+        if "server" in updated and serving and self.is_running and self._start_task is None:
+            self._start_idp()  # started with -n, serving now: the IdP was never started
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream before any hook runs: with the MCP server down, even the
             # proxy's own metadata and OAuth endpoints would fail.
             logger.info("mcp_auth: setting connection_strategy=lazy so the proxy answers while the MCP server is down")
             ctx.options.update(connection_strategy="lazy")
+
+    @staticmethod
+    def serving() -> bool:
+        """False under `mitmdump -n` (reading a flow file): nothing is served, so nothing can be forwarded."""
+        try:
+            return bool(ctx.options.server)
+        except AttributeError:  # no Proxyserver addon (some test set-ups): assume the worst
+            return True
+
+    def _load(self, serving: bool) -> None:
+        try:
+            settings = load_settings(ctx.options.mcp_auth_config)
+        except ConfigError as e:
+            if serving:
+                raise
+            # Offline (-n): the flows only get read, a missing or bad file is no risk.
+            logger.warning("mcp_auth: not serving, so going on without a configuration: %s", e)
+            return
+        self._apply(settings, serving)
 
     def _refuse(self, message: str) -> None:
         if not self.is_running:
@@ -80,10 +102,11 @@ class Configuration:
                     "--mode reverse:http://<MCP server host:port> (e.g. --mode reverse:http://127.0.0.1:3000)"
                 )
 
-    def _apply(self, settings: Settings) -> None:
+    def _apply(self, settings: Settings, serving: bool = True) -> None:
         secret = settings.secret_key
         if secret is None:
             secret = generate_secret()
+        if settings.secret_key is None and serving:
             logger.warning(
                 "secret_key is not set: using a random key for this run. Registrations and logins in progress "
                 "end with a restart, and several proxy processes cannot share clients. Set secret_key."
@@ -98,7 +121,8 @@ class Configuration:
             leeway=settings.clock_skew_seconds,
             jwks_refetch_interval=settings.jwks_refetch_interval_seconds,
         )
-        logger.info(
+        logger.log(
+            logging.INFO if serving else logging.DEBUG,
             "mcp_auth: %s mode, protecting %s with issuer %s (registration: %s)",
             settings.mode,
             settings.resource,
@@ -108,11 +132,13 @@ class Configuration:
         if old_idp is not None:
             self._cancel_start()  # it works on the old IdP's client, about to be closed
             self._closing = asyncio.ensure_future(old_idp.close())
-        if self.is_running:
+        if self.is_running and serving:
             self._start_idp()
 
     def running(self) -> None:
         self.is_running = True
+        if not self.serving() or self._idp is None:
+            return  # reading flows only (-n): no IdP discovery, no key fetching
         self._start_idp()
 
     def _start_idp(self) -> None:

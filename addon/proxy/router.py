@@ -75,7 +75,9 @@ class Router:
         return routes
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:
+        # Answered already, or not live: a flow read from a file (-r) is history, not a request
+        # to serve; it keeps what was recorded on it.
+        if flow.response is not None or not flow.live:
             return
         try:
             await self._route(flow)

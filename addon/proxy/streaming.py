@@ -14,7 +14,8 @@ def is_event_stream(response: http.Response) -> bool:
 class EventStreaming:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         # Only authorized calls reach the MCP server; the proxy's own answers are complete already.
-        if flow.response is None or stage_of(flow) != Stage.AUTHORIZED_CALL:
+        # Flows read from a file (not live) keep their recorded comment.
+        if flow.response is None or not flow.live or stage_of(flow) != Stage.AUTHORIZED_CALL:
             return
         if is_event_stream(flow.response):
             # Without this mitmproxy buffers the whole stream and progress arrives all at the end.
