@@ -36,7 +36,7 @@ def client_authentication(form: Mapping[str, str], authorization: str | None) ->
             raise OAuthError(401, "invalid_client", f"client authentication scheme {scheme!r} is not supported")
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError) as e:
+        except (binascii.Error, ValueError) as e:  # ValueError: non-ASCII credentials
             raise OAuthError(401, "invalid_client", "malformed Basic client credentials") from e
         client_id, sep, secret = decoded.partition(":")
         if not sep:
