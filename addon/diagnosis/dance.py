@@ -150,8 +150,13 @@ def passive_summary(c: Classified) -> str:
             return "no WWW-Authenticate header"
     if c.stage == st.AUTHORIZED_CALL:
         what = ex.jsonrpc_summary() or ex.method
-        token = "with a Bearer token" if ex.bearer_token() else "with a token in the query" if token_presented(
-            ex) else "without a token"
+        token = (
+            "with a Bearer token"
+            if ex.bearer_token()
+            else "with a token in the query"
+            if token_presented(ex)
+            else "without a token"
+        )
         kind = ex.response_content_type or "no body"
         return f"{what} {token}; answered {kind}"
     if error is not None:
@@ -420,8 +425,11 @@ def to_json(report: DanceReport) -> list[dict[str, object]]:
             "client": dance.client,
             "address": dance.address,
             "first_failure": (
-                {"flow": dance.first_failure.exchange.index, "stage": dance.first_failure.stage,
-                 "reason": dance.first_failure.reason}
+                {
+                    "flow": dance.first_failure.exchange.index,
+                    "stage": dance.first_failure.stage,
+                    "reason": dance.first_failure.reason,
+                }
                 if dance.first_failure
                 else None
             ),

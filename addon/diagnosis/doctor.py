@@ -110,7 +110,10 @@ def metadata_answers(capture: Capture) -> Iterator[Finding]:
         what = "protected-resource metadata" if stage == st.RESOURCE_METADATA else "authorization server metadata"
         if ex.status is not None and 300 <= ex.status < 400:
             yield _finding(
-                ERROR, "metadata-redirect", stage, ex,
+                ERROR,
+                "metadata-redirect",
+                stage,
+                ex,
                 f"{what} answered with a redirect",
                 f"{ex.status} to {ex.location()}",
                 _METADATA_REFS[stage] + "; MCP clients (the official SDKs) do not follow redirects for metadata",
@@ -118,16 +121,26 @@ def metadata_answers(capture: Capture) -> Iterator[Finding]:
             )
         elif ex.status in (401, 403):
             yield _finding(
-                ERROR, "metadata-protected", stage, ex,
+                ERROR,
+                "metadata-protected",
+                stage,
+                ex,
                 f"{what} is protected",
-                f"answered {ex.status}" + (f", WWW-Authenticate: {ex.response_header('www-authenticate')}"
-                                           if ex.response_header("www-authenticate") else ""),
+                f"answered {ex.status}"
+                + (
+                    f", WWW-Authenticate: {ex.response_header('www-authenticate')}"
+                    if ex.response_header("www-authenticate")
+                    else ""
+                ),
                 _METADATA_REFS[stage] + "; clients fetch it before they have any token",
                 "exempt /.well-known/* from authentication",
             )
         elif ex.status == 200 and not isinstance(ex.response_json(), dict):
             yield _finding(
-                ERROR, "metadata-not-json", stage, ex,
+                ERROR,
+                "metadata-not-json",
+                stage,
+                ex,
                 f"{what} is not a JSON object",
                 f"Content-Type {ex.response_header('content-type') or 'none'}",
                 _METADATA_REFS[stage],
@@ -143,7 +156,10 @@ def protected_resource_metadata(capture: Capture) -> Iterator[Finding]:
         servers = document.get("authorization_servers")
         if not isinstance(servers, list) or not servers or not all(isinstance(s, str) for s in servers):
             yield _finding(
-                ERROR, "prm-no-authorization-servers", stage, ex,
+                ERROR,
+                "prm-no-authorization-servers",
+                stage,
+                ex,
                 "protected-resource metadata names no authorization server",
                 f"authorization_servers: {json.dumps(servers)}",
                 "MCP 2025-11-25 authorization, Authorization Server Location (MUST include at least one)",
@@ -151,7 +167,10 @@ def protected_resource_metadata(capture: Capture) -> Iterator[Finding]:
             )
         if not isinstance(resource, str) or not resource:
             yield _finding(
-                ERROR, "prm-no-resource", stage, ex,
+                ERROR,
+                "prm-no-resource",
+                stage,
+                ex,
                 "protected-resource metadata has no resource",
                 f"resource: {json.dumps(resource)}",
                 "RFC 9728 §2 (resource is REQUIRED)",
@@ -165,7 +184,10 @@ def protected_resource_metadata(capture: Capture) -> Iterator[Finding]:
             expected = ex.origin + suffix
             if resource != expected:
                 yield _finding(
-                    ERROR, "prm-resource-url", stage, ex,
+                    ERROR,
+                    "prm-resource-url",
+                    stage,
+                    ex,
                     "protected-resource metadata names another resource than the URL it was fetched from",
                     f"fetched from {ex.url_without_query}, so resource must be {expected}; it is {resource}",
                     "RFC 9728 §3.3 (resource MUST be identical to the URL the well-known path was inserted into)",
@@ -179,7 +201,10 @@ def protected_resource_metadata(capture: Capture) -> Iterator[Finding]:
         prefix_of = [u for u in called if _is_prefix(resource, u)]
         if prefix_of:
             yield _finding(
-                WARNING, "prm-resource-not-exact", stage, ex,
+                WARNING,
+                "prm-resource-not-exact",
+                stage,
+                ex,
                 "protected-resource metadata resource is not exactly the MCP URL the client called",
                 f"resource {resource}; the client called {', '.join(called)}",
                 "MCP 2025-11-25 authorization, Canonical Server URI; RFC 8707 §2 (stricter clients want them equal)",
@@ -187,7 +212,10 @@ def protected_resource_metadata(capture: Capture) -> Iterator[Finding]:
             )
         else:
             yield _finding(
-                ERROR, "prm-resource-mismatch", stage, ex,
+                ERROR,
+                "prm-resource-mismatch",
+                stage,
+                ex,
                 "protected-resource metadata resource does not match the MCP URL the client called",
                 f"resource {resource}; the client called {', '.join(called)}",
                 "RFC 9728 §3.3 and §7.3; MCP 2025-11-25 authorization, Canonical Server URI (clients reject it)",
@@ -224,7 +252,10 @@ def authorization_server_metadata(capture: Capture) -> Iterator[Finding]:
         expected = expected_issuer(ex.url_without_query)
         if expected is not None and issuer != expected:
             yield _finding(
-                ERROR, "asm-issuer-url", stage, ex,
+                ERROR,
+                "asm-issuer-url",
+                stage,
+                ex,
                 "authorization server metadata issuer differs from the URL it was fetched from",
                 f"fetched from {ex.url_without_query}, so issuer must be {expected}; it is {issuer}",
                 "RFC 8414 §3.3 (issuer MUST be identical to the URL the well-known path was inserted into); "
@@ -234,7 +265,10 @@ def authorization_server_metadata(capture: Capture) -> Iterator[Finding]:
         for name in ("authorization_endpoint", "token_endpoint"):
             if not isinstance(document.get(name), str):
                 yield _finding(
-                    ERROR, "asm-endpoint-missing", stage, ex,
+                    ERROR,
+                    "asm-endpoint-missing",
+                    stage,
+                    ex,
                     f"authorization server metadata has no {name}",
                     f"{name}: {json.dumps(document.get(name))}",
                     "RFC 8414 §2",
@@ -243,7 +277,10 @@ def authorization_server_metadata(capture: Capture) -> Iterator[Finding]:
         methods = document.get("code_challenge_methods_supported")
         if methods is None:
             yield _finding(
-                ERROR, "asm-no-pkce", stage, ex,
+                ERROR,
+                "asm-no-pkce",
+                stage,
+                ex,
                 "authorization server metadata has no code_challenge_methods_supported",
                 f"issuer {issuer}: no code_challenge_methods_supported",
                 "MCP 2025-11-25 authorization, Authorization Code Protection (clients MUST refuse to proceed)",
@@ -251,7 +288,10 @@ def authorization_server_metadata(capture: Capture) -> Iterator[Finding]:
             )
         elif not isinstance(methods, list) or "S256" not in methods:
             yield _finding(
-                ERROR, "asm-no-s256", stage, ex,
+                ERROR,
+                "asm-no-s256",
+                stage,
+                ex,
                 "authorization server metadata does not offer PKCE S256",
                 f"code_challenge_methods_supported: {json.dumps(methods)}",
                 "MCP 2025-11-25 authorization (S256 required; OAuth 2.1 §4.1.1)",
@@ -259,7 +299,10 @@ def authorization_server_metadata(capture: Capture) -> Iterator[Finding]:
             )
         if document.get("authorization_response_iss_parameter_supported") is not True:
             yield _finding(
-                INFO, "asm-no-iss-parameter", stage, ex,
+                INFO,
+                "asm-no-iss-parameter",
+                stage,
+                ex,
                 "authorization server does not say it sends iss in authorization responses",
                 f"issuer {issuer}: authorization_response_iss_parameter_supported is not true",
                 "RFC 9207 §3; MCP 2026-07-28 (authorization servers SHOULD send and advertise iss)",
@@ -277,15 +320,16 @@ def authorization_server_metadata(capture: Capture) -> Iterator[Finding]:
             continue
         names = (named, named.rstrip("/"))
         for_named = [(e, d) for e, d in as_documents if expected_issuer(e.url_without_query) in names]
-        later = [
-            (e, d) for e, d in as_documents if e.started >= prm.started and e.client_address == prm.client_address
-        ]
+        later = [(e, d) for e, d in as_documents if e.started >= prm.started and e.client_address == prm.client_address]
         candidates = for_named or later
         if not candidates:
             continue
         asm, asm_document = candidates[0]
         yield _finding(
-            ERROR, "prm-as-issuer", stage, asm,
+            ERROR,
+            "prm-as-issuer",
+            stage,
+            asm,
             "authorization_servers[0] is not the issuer of the authorization server metadata",
             f"PRM (#{prm.index}) names {named}; the metadata at {asm.url_without_query} has issuer "
             f"{asm_document.get('issuer')}",
@@ -309,7 +353,10 @@ def registration(capture: Capture) -> Iterator[Finding]:
             parts = urlsplit(str(uri))
             if parts.scheme == "http" and not is_loopback_host(parts.hostname):
                 yield _finding(
-                    ERROR, "redirect-uri-insecure", stage, ex,
+                    ERROR,
+                    "redirect-uri-insecure",
+                    stage,
+                    ex,
                     "redirect URI is neither https nor loopback",
                     f"redirect_uris contains {uri}",
                     "MCP 2025-11-25 authorization, Communication Security (redirect URIs MUST be localhost or HTTPS)",
@@ -318,7 +365,10 @@ def registration(capture: Capture) -> Iterator[Finding]:
         if ex.status is not None and ex.status >= 400:
             error = ex.oauth_error()
             yield _finding(
-                WARNING, "registration-refused", stage, ex,
+                WARNING,
+                "registration-refused",
+                stage,
+                ex,
                 "client registration refused",
                 f"{ex.status} " + (f"{error[0]}: {error[1] or ''}" if error else "(no OAuth error body)"),
                 "RFC 7591 §3.2.2",
@@ -326,7 +376,10 @@ def registration(capture: Capture) -> Iterator[Finding]:
             )
         elif ex.status == 200:
             yield _finding(
-                INFO, "registration-200", stage, ex,
+                INFO,
+                "registration-200",
+                stage,
+                ex,
                 "registration answered 200 instead of 201 Created",
                 "status 200",
                 "RFC 7591 §3.2.1 (most clients accept 200 too)",
@@ -350,7 +403,10 @@ def authorization_request(capture: Capture) -> Iterator[Finding]:
         method = params.get("code_challenge_method")
         if not challenge:
             yield _finding(
-                ERROR, "pkce-missing", stage, ex,
+                ERROR,
+                "pkce-missing",
+                stage,
+                ex,
                 "authorization request without PKCE",
                 "no code_challenge",
                 "MCP 2025-11-25 authorization: PKCE required (OAuth 2.1 §7.5.2, RFC 7636 §4.3)",
@@ -358,7 +414,10 @@ def authorization_request(capture: Capture) -> Iterator[Finding]:
             )
         elif method != "S256":
             yield _finding(
-                ERROR, "pkce-plain", stage, ex,
+                ERROR,
+                "pkce-plain",
+                stage,
+                ex,
                 "authorization request with PKCE method plain",
                 f"code_challenge_method={method}" if method else "no code_challenge_method, which means plain",
                 "MCP 2025-11-25 authorization: S256 required (OAuth 2.1 §4.1.1; RFC 7636 §4.3 defaults to plain)",
@@ -367,7 +426,10 @@ def authorization_request(capture: Capture) -> Iterator[Finding]:
         resource = params.get("resource")
         if not resource:
             yield _finding(
-                ERROR, "resource-missing", stage, ex,
+                ERROR,
+                "resource-missing",
+                stage,
+                ex,
                 "authorization request without resource",
                 "no resource parameter",
                 "RFC 8707 §2; MCP 2025-11-25 authorization, Resource Parameter Implementation (MUST, in "
@@ -376,7 +438,10 @@ def authorization_request(capture: Capture) -> Iterator[Finding]:
             )
         elif resources and resource not in resources:
             yield _finding(
-                ERROR, "resource-mismatch", stage, ex,
+                ERROR,
+                "resource-mismatch",
+                stage,
+                ex,
                 "authorization request names another resource than the MCP server's",
                 f"resource={resource}; the protected-resource metadata says {', '.join(sorted(resources))}",
                 "RFC 8707 §2; MCP 2025-11-25 authorization, Canonical Server URI",
@@ -384,7 +449,10 @@ def authorization_request(capture: Capture) -> Iterator[Finding]:
             )
         if not params.get("state"):
             yield _finding(
-                WARNING, "state-missing", stage, ex,
+                WARNING,
+                "state-missing",
+                stage,
+                ex,
                 "authorization request without state",
                 "no state parameter",
                 "MCP 2025-11-25 authorization, Open Redirection (clients SHOULD use and verify state)",
@@ -394,7 +462,10 @@ def authorization_request(capture: Capture) -> Iterator[Finding]:
         parts = urlsplit(redirect)
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             yield _finding(
-                ERROR, "redirect-uri-insecure", stage, ex,
+                ERROR,
+                "redirect-uri-insecure",
+                stage,
+                ex,
                 "redirect URI is neither https nor loopback",
                 f"redirect_uri={redirect}",
                 "MCP 2025-11-25 authorization, Communication Security",
@@ -412,7 +483,10 @@ def authorization_responses(capture: Capture) -> Iterator[Finding]:
         stage = c.stage or st.CALLBACK  # an error straight from the authorization request is that step's
         if answer.error:
             yield _finding(
-                WARNING, "authorization-error", stage, ex,
+                WARNING,
+                "authorization-error",
+                stage,
+                ex,
                 "the authorization server sent the client back with an error",
                 f"error={answer.error}" + (f": {answer.error_description}" if answer.error_description else ""),
                 "RFC 6749 §4.1.2.1",
@@ -428,7 +502,10 @@ def authorization_responses(capture: Capture) -> Iterator[Finding]:
         if answer.iss is None:
             if document.get("authorization_response_iss_parameter_supported") is True:
                 yield _finding(
-                    ERROR, "iss-missing", stage, ex,
+                    ERROR,
+                    "iss-missing",
+                    stage,
+                    ex,
                     "authorization response without iss, although the metadata promises it",
                     f"no iss; the metadata (#{asm.index}, issuer {issuer}) has "
                     "authorization_response_iss_parameter_supported: true",
@@ -437,7 +514,10 @@ def authorization_responses(capture: Capture) -> Iterator[Finding]:
                 )
         elif answer.iss != issuer:
             yield _finding(
-                ERROR, "iss-mismatch", stage, ex,
+                ERROR,
+                "iss-mismatch",
+                stage,
+                ex,
                 "iss in the authorization response is not the metadata issuer",
                 f"iss={answer.iss}; the metadata the client used (#{asm.index}) has issuer {issuer}",
                 "RFC 9207 §2.4 (clients MUST reject it: mix-up defence)",
@@ -465,7 +545,10 @@ def token_requests(capture: Capture) -> Iterator[Finding]:
             resource = ex.form_param("resource")
             if not resource:
                 yield _finding(
-                    ERROR, "resource-missing", stage, ex,
+                    ERROR,
+                    "resource-missing",
+                    stage,
+                    ex,
                     f"token request ({grant}) without resource",
                     "no resource parameter",
                     "RFC 8707 §2; MCP 2025-11-25 authorization, Resource Parameter Implementation (MUST)",
@@ -474,7 +557,10 @@ def token_requests(capture: Capture) -> Iterator[Finding]:
                 )
             elif resources and resource not in resources:
                 yield _finding(
-                    ERROR, "resource-mismatch", stage, ex,
+                    ERROR,
+                    "resource-mismatch",
+                    stage,
+                    ex,
                     "token request names another resource than the MCP server's",
                     f"resource={resource}; the protected-resource metadata says {', '.join(sorted(resources))}",
                     "RFC 8707 §2",
@@ -482,7 +568,10 @@ def token_requests(capture: Capture) -> Iterator[Finding]:
                 )
         if grant == "authorization_code" and not ex.form_param("code_verifier"):
             yield _finding(
-                ERROR, "pkce-verifier-missing", stage, ex,
+                ERROR,
+                "pkce-verifier-missing",
+                stage,
+                ex,
                 "token request without code_verifier",
                 "grant_type=authorization_code, no code_verifier",
                 "MCP 2025-11-25 authorization: PKCE required (RFC 7636 §4.5)",
@@ -493,7 +582,10 @@ def token_requests(capture: Capture) -> Iterator[Finding]:
             cache = (ex.response_header("cache-control") or "").lower()
             if "no-store" not in cache:
                 yield _finding(
-                    ERROR, "token-no-store", stage, ex,
+                    ERROR,
+                    "token-no-store",
+                    stage,
+                    ex,
                     "token response without Cache-Control: no-store",
                     f"Cache-Control: {ex.response_header('cache-control') or '(none)'}",
                     "RFC 6749 §5.1 (MUST); OAuth 2.1 §3.2.3",
@@ -502,7 +594,10 @@ def token_requests(capture: Capture) -> Iterator[Finding]:
         elif ex.status is not None and ex.status >= 400:
             error = ex.oauth_error()
             yield _finding(
-                WARNING, "token-refused", stage, ex,
+                WARNING,
+                "token-refused",
+                stage,
+                ex,
                 "token request refused",
                 f"{ex.status} " + (f"{error[0]}: {error[1] or ''}" if error else "(no OAuth error body)"),
                 "RFC 6749 §5.2",
@@ -524,7 +619,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
             challenges_ = ex.www_authenticate()
             if not challenges_:
                 yield _finding(
-                    ERROR, "401-no-www-authenticate", stage, ex,
+                    ERROR,
+                    "401-no-www-authenticate",
+                    stage,
+                    ex,
                     "401 on the MCP endpoint without WWW-Authenticate",
                     "no WWW-Authenticate header",
                     "RFC 9110 §11.6.1 (a 401 MUST carry it); RFC 6750 §3; MCP 2025-06-18 authorization",
@@ -534,7 +632,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
             bearer = next((ch for ch in challenges_ if ch.scheme.lower() == "bearer"), None)
             if bearer is None:
                 yield _finding(
-                    ERROR, "401-not-bearer", stage, ex,
+                    ERROR,
+                    "401-not-bearer",
+                    stage,
+                    ex,
                     "401 on the MCP endpoint without a Bearer challenge",
                     f"WWW-Authenticate: {ex.response_header('www-authenticate')}",
                     "RFC 6750 §3; MCP 2025-11-25 authorization, Token Requirements",
@@ -545,7 +646,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
             if metadata_url is None:
                 served = ex.origin in prm_origins
                 yield _finding(
-                    WARNING if served else ERROR, "401-no-resource-metadata", stage, ex,
+                    WARNING if served else ERROR,
+                    "401-no-resource-metadata",
+                    stage,
+                    ex,
                     "401 on the MCP endpoint without resource_metadata",
                     f"WWW-Authenticate: {ex.response_header('www-authenticate')}"
                     + ("" if served else "; and no protected-resource metadata was found at the well-known URLs"),
@@ -557,7 +661,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
                 parts = urlsplit(metadata_url)
                 if parts.scheme not in ("http", "https") or not parts.netloc:
                     yield _finding(
-                        ERROR, "401-resource-metadata-relative", stage, ex,
+                        ERROR,
+                        "401-resource-metadata-relative",
+                        stage,
+                        ex,
                         "resource_metadata is not an absolute URL",
                         f"resource_metadata={metadata_url}",
                         "RFC 9728 §5.1",
@@ -565,7 +672,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
                     )
             if "scope" not in bearer.params and "error" not in bearer.params:
                 yield _finding(
-                    INFO, "401-no-scope", stage, ex,
+                    INFO,
+                    "401-no-scope",
+                    stage,
+                    ex,
                     "challenge without scope",
                     f"WWW-Authenticate: {ex.response_header('www-authenticate')}",
                     "MCP 2025-11-25 authorization, Scope Selection Strategy (servers SHOULD send scope); RFC 6750 §3",
@@ -576,7 +686,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
             bearer = next((ch for ch in ex.www_authenticate() if ch.scheme.lower() == "bearer"), None)
             if bearer is None:
                 yield _finding(
-                    WARNING, "403-no-www-authenticate", stage, ex,
+                    WARNING,
+                    "403-no-www-authenticate",
+                    stage,
+                    ex,
                     "403 on the MCP endpoint without a Bearer challenge",
                     "no WWW-Authenticate: Bearer header",
                     "RFC 6750 §3.1; MCP 2025-11-25 authorization, Runtime Insufficient Scope Errors",
@@ -584,7 +697,10 @@ def challenges(capture: Capture) -> Iterator[Finding]:
                 )
             elif bearer.params.get("error") == "insufficient_scope" and not bearer.params.get("scope"):
                 yield _finding(
-                    WARNING, "403-no-scope", stage, ex,
+                    WARNING,
+                    "403-no-scope",
+                    stage,
+                    ex,
                     "insufficient_scope without scope",
                     f"WWW-Authenticate: {ex.response_header('www-authenticate')}",
                     "MCP 2025-11-25 authorization, Runtime Insufficient Scope Errors (SHOULD; clients cannot step "
@@ -602,7 +718,10 @@ def tokens_on_the_mcp_endpoint(capture: Capture) -> Iterator[Finding]:
         stage = c.stage or st.AUTHORIZED_CALL
         if ex.query_param("access_token") is not None:
             yield _finding(
-                ERROR, "token-in-query", stage, ex,
+                ERROR,
+                "token-in-query",
+                stage,
+                ex,
                 "access token in the query string",
                 f"{ex.method} {ex.url_without_query}?access_token=…",
                 "MCP 2025-11-25 authorization, Token Requirements (MUST NOT); OAuth 2.1 §5.1.1",
@@ -616,7 +735,10 @@ def tokens_on_the_mcp_endpoint(capture: Capture) -> Iterator[Finding]:
         if token is None:
             if not token_presented(ex) and ex.url_without_query in challenged:
                 yield _finding(
-                    WARNING, "unauthenticated-call", stage, ex,
+                    WARNING,
+                    "unauthenticated-call",
+                    stage,
+                    ex,
                     "MCP request without a token was answered",
                     f"{' + '.join(ex.jsonrpc_methods()) or ex.method} answered {ex.status} without a token, "
                     "while the same endpoint challenges other requests",
@@ -626,7 +748,10 @@ def tokens_on_the_mcp_endpoint(capture: Capture) -> Iterator[Finding]:
             continue
         if ex.proxy is not None:
             yield _finding(
-                ERROR, "token-forwarded-by-proxy", stage, ex,
+                ERROR,
+                "token-forwarded-by-proxy",
+                stage,
+                ex,
                 "the auth proxy forwarded the client's token to the MCP server",
                 "Authorization header on a request the proxy recorded as authorized-call",
                 "MCP 2025-11-25 authorization, Access Token Privilege Restriction",
@@ -639,7 +764,10 @@ def tokens_on_the_mcp_endpoint(capture: Capture) -> Iterator[Finding]:
         targets = resources | {ex.url_without_query}
         if claims is None:
             yield _finding(
-                WARNING, "token-reached-server", stage, ex,
+                WARNING,
+                "token-reached-server",
+                stage,
+                ex,
                 "the MCP server accepted an opaque token: its audience cannot be checked here",
                 "requests with an opaque Bearer token were answered 2xx by the server itself (no auth layer "
                 "answered them)",
@@ -650,7 +778,10 @@ def tokens_on_the_mcp_endpoint(capture: Capture) -> Iterator[Finding]:
             )
         elif not set(audiences) & targets:
             yield _finding(
-                ERROR, "token-audience", stage, ex,
+                ERROR,
+                "token-audience",
+                stage,
+                ex,
                 "the MCP server accepted a token issued for another audience",
                 f"aud {audiences or '(none)'}; this server is {', '.join(sorted(targets))}",
                 "MCP 2025-11-25 authorization, Token Handling and Access Token Privilege Restriction (MUST reject "
@@ -659,7 +790,10 @@ def tokens_on_the_mcp_endpoint(capture: Capture) -> Iterator[Finding]:
             )
         else:
             yield _finding(
-                INFO, "token-reached-server", stage, ex,
+                INFO,
+                "token-reached-server",
+                stage,
+                ex,
                 "the MCP server itself received the client's token (its audience is this server)",
                 f"aud {audiences}",
                 "MCP 2025-11-25 authorization, Access Token Privilege Restriction",
@@ -683,7 +817,10 @@ def token_passthrough(capture: Capture) -> Iterator[Finding]:
         if mcp is None or ex.origin == mcp.origin or ex.started < mcp.started:
             continue
         yield _finding(
-            ERROR, "token-passthrough", GENERAL, ex,
+            ERROR,
+            "token-passthrough",
+            GENERAL,
+            ex,
             "the client's token was passed on to another service",
             f"token {shorten(token or '')} used on the MCP server (#{mcp.index}) and then sent to {ex.origin}",
             "MCP 2025-11-25 authorization, Access Token Privilege Restriction (MUST NOT pass through); Security "
@@ -701,7 +838,10 @@ def event_streams(capture: Capture) -> Iterator[Finding]:
             continue
         if ex.response_body is None:
             yield _finding(
-                INFO, "sse-not-stored", stage, ex,
+                INFO,
+                "sse-not-stored",
+                stage,
+                ex,
                 "event stream not stored: cannot tell whether it was buffered",
                 "the capturing proxy streamed the response without storing it (no events to look at)",
                 "MCP Streamable HTTP transport",
@@ -715,7 +855,10 @@ def event_streams(capture: Capture) -> Iterator[Finding]:
         wait = ex.response_start - (ex.request_end or ex.started)
         if spread < SSE_BURST and wait >= SSE_WAIT:
             yield _finding(
-                WARNING, "sse-buffered", stage, ex,
+                WARNING,
+                "sse-buffered",
+                stage,
+                ex,
                 "event stream arrived all at once after a wait: buffered before the capture",
                 f"{len(events)} events arrived within {spread * 1000:.0f} ms, after {wait:.1f} s of silence",
                 "MCP Streamable HTTP transport (progress and requests are sent as they happen); WHATWG HTML §9.2",
@@ -724,7 +867,10 @@ def event_streams(capture: Capture) -> Iterator[Finding]:
             )
         elif spread >= SSE_SPREAD and ex.proxy is None:
             yield _finding(
-                INFO, "sse-capture-buffered", stage, ex,
+                INFO,
+                "sse-capture-buffered",
+                stage,
+                ex,
                 "event stream spread over time; the capturing proxy may have held it",
                 f"{len(events)} events over {spread:.1f} s reached the capture; a mitmproxy that does not stream "
                 "hands them to the client only at the end",
@@ -742,7 +888,10 @@ def visibility(capture: Capture) -> Iterator[Finding]:
     stages = {c.stage for c in capture.classified}
     if stages & set(st.MCP_STAGES) and not stages & {st.AUTHORIZATION, st.TOKEN}:
         yield _finding(
-            INFO, "no-oauth-traffic", GENERAL, None,
+            INFO,
+            "no-oauth-traffic",
+            GENERAL,
+            None,
             "no authorization or token request in the capture",
             "the client talked to the authorization server around this capture, so PKCE, resource and iss "
             "could not be checked",
@@ -757,7 +906,10 @@ def visibility(capture: Capture) -> Iterator[Finding]:
         parts = urlsplit(ex.url)
         if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             yield _finding(
-                ERROR, "plain-http", GENERAL, ex,
+                ERROR,
+                "plain-http",
+                GENERAL,
+                ex,
                 "OAuth or MCP traffic over plain http to a non-loopback host",
                 f"{ex.origin}",
                 "MCP 2025-11-25 authorization, Communication Security (OAuth 2.1 §1.5: HTTPS required)",
@@ -870,8 +1022,13 @@ def to_dict(diagnosis: Diagnosis) -> dict[str, Any]:
                 "reference": f.reference,
                 "fix": f.fix,
                 "flows": [
-                    {"flow": ex.index, "id": ex.id, "method": ex.method, "url": ex.url_without_query,
-                     "time": ex.started}
+                    {
+                        "flow": ex.index,
+                        "id": ex.id,
+                        "method": ex.method,
+                        "url": ex.url_without_query,
+                        "time": ex.started,
+                    }
                     for ex in f.flows
                 ],
             }
@@ -887,8 +1044,9 @@ def map_public_urls(exchanges: list[Exchange], mappings: Sequence[str]) -> list[
     for mapping in mappings:
         seen, sep, public = mapping.partition("=")
         if not sep:
-            raise ValueError(f"--public-url takes SEEN=PUBLIC, e.g. http://10.0.0.5:8000=https://mcp.example.com: "
-                             f"{mapping!r}")
+            raise ValueError(
+                f"--public-url takes SEEN=PUBLIC, e.g. http://10.0.0.5:8000=https://mcp.example.com: {mapping!r}"
+            )
         pairs.append((origin_of(seen), public.rstrip("/")))
     for ex in exchanges:
         for seen, public in pairs:

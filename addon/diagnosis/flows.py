@@ -104,4 +104,3 @@ def read_exchanges(path: str | Path) -> list[Exchange]:
     """Every HTTP flow of a mitmproxy flow file (.mitm)."""
     with open(path, "rb") as f:
         return exchanges_from_flows(io.FlowReader(f).stream())
-
