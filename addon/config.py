@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from addon import providers
+from addon.protocol.cors import normalize_origin
+from addon.protocol.rate_limit import Network, Rate, parse_networks, parse_rate
 from addon.protocol.registration import is_loopback_host
 from addon.protocol.resource_metadata import resource_metadata_url
 
@@ -44,6 +46,22 @@ class RegistrationSettings:
 
 
 @dataclass(frozen=True)
+class CorsSettings:
+    allowed_origins: tuple[str, ...] = ()
+    """Exact, normalized origins of browser clients; () = no browser clients."""
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Per client address on the facade's endpoints; None = no limit."""
+
+    register: Rate | None = None
+    token: Rate | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    """Load balancers / proxies whose X-Forwarded-For names the client; () = the header is ignored."""
+
+
+@dataclass(frozen=True)
 class Settings:
     public_url: str
     mcp_path: str
@@ -58,7 +76,10 @@ class Settings:
     resource_name: str | None = None
     clock_skew_seconds: int = 30
     jwks_refetch_interval_seconds: int = 30
+    jwks_max_age_seconds: int = 600
     idp_timeout_seconds: float = 10.0
+    cors: CorsSettings = field(default_factory=CorsSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     source: str = "<inline>"
 
     @property
@@ -96,8 +117,13 @@ _KNOWN_KEYS = {
     "provider",
     "clock_skew_seconds",
     "jwks_refetch_interval_seconds",
+    "jwks_max_age_seconds",
     "idp_timeout_seconds",
+    "cors",
+    "rate_limits",
 }
+_CORS_KEYS = {"allowed_origins"}
+_RATE_LIMIT_KEYS = {"register", "token", "trusted_proxies"}
 _REGISTRATION_KEYS = {"mode", "client_id", "client_secret", "client_auth_method"}
 
 
@@ -291,9 +317,75 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
         jwks_refetch_interval_seconds=int(
             read.number("jwks_refetch_interval_seconds", raw.get("jwks_refetch_interval_seconds", 30), 1, 86400)
         ),
+        # How long a key the IdP removed can still be accepted: the cached set is fetched again
+        # before use once it is older than this.
+        jwks_max_age_seconds=int(read.number("jwks_max_age_seconds", raw.get("jwks_max_age_seconds", 600), 1, 86400)),
         idp_timeout_seconds=float(read.number("idp_timeout_seconds", raw.get("idp_timeout_seconds", 10), 0.5, 120)),
+        cors=_cors(read, raw.get("cors")),
+        rate_limits=_rate_limits(read, raw.get("rate_limits")),
         source=source,
     )
+
+
+def _cors(read: _Reader, raw: Any) -> CorsSettings:
+    if raw is None:
+        return CorsSettings()
+    if not isinstance(raw, Mapping):
+        raise read.fail("cors", raw, "expected a mapping, e.g. cors: {allowed_origins: [http://localhost:6274]}")
+    read.unknown(set(raw), _CORS_KEYS, "cors.")
+    origins = raw.get("allowed_origins") or []
+    if isinstance(origins, str):
+        origins = [origins]
+    if not isinstance(origins, list):
+        raise read.fail("cors.allowed_origins", origins, "expected a list of origins, e.g. [http://localhost:6274]")
+    normalized: list[str] = []
+    for i, origin in enumerate(origins):
+        key = f"cors.allowed_origins[{i}]"
+        if origin == "*":
+            # A wildcard would also switch off the Origin check that stops DNS rebinding.
+            raise read.fail(key, origin, "wildcards are not accepted; list each browser client's exact origin")
+        value = normalize_origin(origin) if isinstance(origin, str) else None
+        if value is None:
+            hint = f" (without the trailing slash: {origin.rstrip('/')})" if isinstance(origin, str) else ""
+            raise read.fail(
+                key,
+                origin,
+                f"expected an exact origin, scheme://host[:port] without a path{hint}, e.g. http://localhost:6274",
+            )
+        normalized.append(value)
+    return CorsSettings(tuple(dict.fromkeys(normalized)))
+
+
+def _rate_limits(read: _Reader, raw: Any) -> RateLimitSettings:
+    if raw is None:
+        return RateLimitSettings()
+    if not isinstance(raw, Mapping):
+        raise read.fail(
+            "rate_limits", raw, "expected a mapping, e.g. rate_limits: {register: 20/minute, token: 60/minute}"
+        )
+    read.unknown(set(raw), _RATE_LIMIT_KEYS, "rate_limits.")
+    rates: dict[str, Rate | None] = {}
+    for name in ("register", "token"):
+        value = raw.get(name)
+        if value is None:
+            rates[name] = None
+            continue
+        try:
+            rates[name] = parse_rate(value)
+        except ValueError as e:
+            raise read.fail(f"rate_limits.{name}", value, f"{e}; or null for no limit") from e
+    proxies = raw.get("trusted_proxies") or []
+    if isinstance(proxies, str):
+        proxies = [proxies]
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise read.fail(
+            "rate_limits.trusted_proxies", proxies, "expected a list of addresses or networks, e.g. [10.0.0.0/8]"
+        )
+    try:
+        trusted = parse_networks(proxies)
+    except ValueError as e:
+        raise read.fail("rate_limits.trusted_proxies", proxies, str(e)) from e
+    return RateLimitSettings(register=rates["register"], token=rates["token"], trusted_proxies=trusted)
 
 
 def load_settings(path: str | Path) -> Settings:

@@ -18,9 +18,10 @@ if _checkout not in sys.path:
 from addon.proxy.configuration import Configuration  # noqa: E402
 from addon.proxy.router import Router  # noqa: E402
 from addon.proxy.streaming import EventStreaming  # noqa: E402
+from addon.proxy.upstream import UpstreamErrors  # noqa: E402
 from addon.views.content_views import ContentViews  # noqa: E402
 from addon.views.dance import DanceCommands  # noqa: E402
 
 configuration = Configuration()
 
-addons = [configuration, Router(configuration), EventStreaming(), ContentViews(), DanceCommands()]
+addons = [configuration, Router(configuration), EventStreaming(), UpstreamErrors(), ContentViews(), DanceCommands()]

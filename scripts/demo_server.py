@@ -82,11 +82,21 @@ def build_server() -> MCPServer:
     )
     async def count_with_progress(ctx: Context, steps: int = 5, interval: float = 0.2) -> str:
         logger.info("tool call count-with-progress steps=%d interval=%s", steps, interval)
-        for step in range(1, steps + 1):
-            await asyncio.sleep(interval)
-            # A no-op unless the caller sent a progress token; with one, each
-            # notification rides the POST's SSE response ahead of the result.
-            await ctx.report_progress(step, steps, f"step {step}/{steps}")
+        step = 0
+        try:
+            for step in range(1, steps + 1):
+                await asyncio.sleep(interval)
+                # A no-op unless the caller sent a progress token; with one, each
+                # notification rides the POST's SSE response ahead of the result.
+                await ctx.report_progress(step, steps, f"step {step}/{steps}")
+        except asyncio.CancelledError:
+            # The client went away (or cancelled): the tests check the proxy passed that on.
+            logger.info("tool call count-with-progress cancelled at step %d/%d", step, steps)
+            raise
+        except Exception as e:
+            logger.info("tool call count-with-progress stopped at step %d/%d: %s", step, steps, type(e).__name__)
+            raise
+        logger.info("tool call count-with-progress finished %d/%d", steps, steps)
         return f"counted to {steps}"
 
     @mcp.tool(

@@ -1,8 +1,9 @@
 """The proxy's view of the IdP: its metadata, its keys, and the HTTP calls the facade makes to it.
 
 Discovery runs at start and again on demand while it fails, rate-limited so that a down
-IdP costs one attempt per `retry_interval`, not one per request. Everything here is
-async and uses one shared httpx client.
+IdP costs one attempt per `retry_interval` (5 s), not one per request: an IdP that comes up
+after the proxy is in use at most 5 s later, without a restart. Everything here is async
+and uses one shared httpx client.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ class IdentityProvider:
         timeout: float = 10.0,
         leeway: float = 30.0,
         jwks_refetch_interval: float = 30.0,
+        jwks_max_age: float = 600.0,
         retry_interval: float = 5.0,
     ) -> None:
         self.issuer = issuer
         self.audiences = list(audiences)
         self.leeway = leeway
         self.jwks_refetch_interval = jwks_refetch_interval
+        self.jwks_max_age = jwks_max_age
         self.retry_interval = retry_interval
         self.client = httpx.AsyncClient(
             timeout=timeout,
@@ -101,7 +104,12 @@ class IdentityProvider:
                     f"{metadata.source_url} has no jwks_uri: the proxy cannot check token signatures"
                 )
             if self._validator is None:
-                keys = JwksCache(self.client, metadata.jwks_uri, refetch_interval=self.jwks_refetch_interval)
+                keys = JwksCache(
+                    self.client,
+                    metadata.jwks_uri,
+                    refetch_interval=self.jwks_refetch_interval,
+                    max_age=self.jwks_max_age,
+                )
                 self._validator = TokenValidator(keys, metadata.issuer, self.audiences, self.leeway)
         return self._validator
 
@@ -120,13 +128,18 @@ class IdentityProvider:
             ) from e
 
     async def _post(self, url: str, what: str, **kwargs: Any) -> httpx.Response:
+        # The IdP went away after start: the client did nothing wrong and may simply retry.
+        retry = {"Retry-After": str(IdentityProviderUnavailable.retry_after)}
         try:
             return await self.client.post(url, **kwargs)
         except httpx.TimeoutException as e:
-            raise OAuthError(504, "temporarily_unavailable", f"the identity provider's {what} timed out") from e
+            raise OAuthError(504, "temporarily_unavailable", f"the identity provider's {what} timed out", retry) from e
         except httpx.HTTPError as e:
             raise OAuthError(
-                502, "temporarily_unavailable", f"the identity provider's {what} is unreachable ({type(e).__name__})"
+                502,
+                "temporarily_unavailable",
+                f"the identity provider's {what} is unreachable ({type(e).__name__})",
+                retry,
             ) from e
 
     async def register(self, document: Mapping[str, Any]) -> tuple[int, Any]:

@@ -1,9 +1,10 @@
 """Access token checks: JWTs signed by the IdP, verified against its JWKS (RFC 9068, RFC 8707).
 
 The JWKS is fetched with httpx (never PyJWKClient, which blocks the event loop), cached,
-and fetched again only for a key id it has not seen, at most once per `refetch_interval`:
+and fetched again for a key id it has not seen, at most once per `refetch_interval`:
 a flood of tokens with made-up key ids must not turn into a flood of requests to the IdP.
-Once the keys are cached, checking a token costs no network call.
+Once the keys are cached, checking a token costs no network call, except that a set older
+than `max_age` is fetched again first (a fetch replaces the set, so removed keys go).
 """
 
 from __future__ import annotations
@@ -136,10 +137,14 @@ class JwksCache:
                 raise KeysUnavailable(f"JWKS at {self.jwks_uri} is not available yet")
             await self.refresh()
         elif time.monotonic() - self._fetched_at > self.max_age and self._may_refetch():
-            # Stale but usable: refresh in the background, answer from what we have.
-            self._attempted_at = time.monotonic()
-            task = asyncio.ensure_future(self.refresh())
-            task.add_done_callback(lambda t: t.exception())
+            # Stale: refresh before answering, so a key the IdP removed (rotated out, or
+            # compromised) is refused at most `max_age` after it went. A refresh replaces the
+            # whole set. If the IdP is down, the cached keys stay in use: tokens it signed
+            # before going down keep working, and the next attempt waits `refetch_interval`.
+            try:
+                await self.refresh()
+            except KeysUnavailable as e:
+                logger.warning("JWKS refresh after %d s failed, keeping the cached keys: %s", self.max_age, e)
         key = self._pick(kid, alg)
         if key is None and self._may_refetch():
             try:
@@ -189,6 +194,9 @@ class TokenValidator:
         self.leeway = leeway
 
     async def verify(self, token: str) -> VerifiedToken:
+        if not token.isascii():
+            # A JWT is base64url and dots; anything else is not one (and would trip the JWT library).
+            raise TokenRejected("the token is not a JWT (it has characters outside ASCII)")
         if token.count(".") == 4:
             raise TokenRejected("encrypted tokens (JWE) are not accepted; send a signed JWT")
         if token.count(".") != 2:
@@ -222,9 +230,14 @@ class TokenValidator:
             ago = time.time() - exp if isinstance(exp, int | float) else None
             raise TokenRejected(f"token expired {_seconds(ago)} ago", "exp") from e
         except jwt.ImmatureSignatureError as e:
-            nbf = _unverified_claims(token).get("nbf")
-            wait = nbf - time.time() if isinstance(nbf, int | float) else None
-            raise TokenRejected(f"token is not valid yet (nbf is {_seconds(wait)} ahead)", "nbf") from e
+            claims = _unverified_claims(token)
+            nbf, iat = claims.get("nbf"), claims.get("iat")
+            if isinstance(nbf, int | float) and nbf > time.time():
+                raise TokenRejected(
+                    f"token is not valid yet (nbf is {_seconds(nbf - time.time())} ahead)", "nbf"
+                ) from e
+            ahead = iat - time.time() if isinstance(iat, int | float) else None
+            raise TokenRejected(f"token was issued in the future (iat is {_seconds(ahead)} ahead)", "nbf") from e
         except jwt.MissingRequiredClaimError as e:
             raise TokenRejected(f"token has no {e.claim} claim", e.claim if e.claim in CHECKS else "format") from e
         except jwt.InvalidAudienceError as e:

@@ -19,6 +19,10 @@ from addon.protocol.token_exchange import StaticClient
 
 logger = logging.getLogger("mcp_auth")
 
+# mitmdump's flow dump: only flows the gate forwarded (see _keep_secrets_out_of_the_dump).
+DUMP_FILTER = '~comment "^authorized-call: "'
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
 
 class Configuration:
     """Owns the settings and the objects built from them; the other addons read them from here."""
@@ -59,11 +63,42 @@ class Configuration:
             self._refuse(str(e))
         if "server" in updated and serving and self.is_running and self._start_task is None:
             self._start_idp()  # started with -n, serving now: the IdP was never started
+        if ({"flow_detail", "dumper_filter"} & set(updated)) and serving:
+            self._keep_secrets_out_of_the_dump()
+        if "proxy_debug" in updated and getattr(ctx.options, "proxy_debug", False):
+            # A wire dump for debugging mitmproxy itself: every byte, so every token. Not the
+            # addon's to switch off, but nobody should run it unknowingly.
+            logger.warning(
+                "mcp_auth: WARNING: proxy_debug prints every byte the proxy sends and receives, "
+                "access tokens, codes and client secrets included; use it only on test credentials"
+            )
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream before any hook runs: with the MCP server down, even the
             # proxy's own metadata and OAuth endpoints would fail.
             logger.info("mcp_auth: setting connection_strategy=lazy so the proxy answers while the MCP server is down")
             ctx.options.update(connection_strategy="lazy")
+
+    @staticmethod
+    def _keep_secrets_out_of_the_dump() -> None:
+        """mitmdump prints flows itself (its Dumper addon): URLs at flow_detail 1, headers at 2,
+        bodies at 3 and 4. The proxy's own answers carry what must never reach a log: the IdP's
+        code in the /callback URL, sealed codes and client ids in Location headers and bodies,
+        access and refresh tokens in /token answers, valid tokens in the Authorization header
+        of refused calls. None of that can be changed (the client needs the real values), so
+        the dump is limited to the calls that went to the MCP server, whose token the gate has
+        removed by then; the proxy's own log line for every other flow says what happened, with
+        secrets shortened. A dumper_filter the user set still applies, on top.
+        """
+        current = ctx.options.dumper_filter if hasattr(ctx.options, "dumper_filter") else None
+        if not hasattr(ctx.options, "flow_detail") or (current or "").startswith(DUMP_FILTER):
+            return  # no Dumper (mitmweb, tests), or limited already
+        limited = f"{DUMP_FILTER} & ({current})" if current else DUMP_FILTER
+        logger.info(
+            "mcp_auth: mitmdump's flow dump shows only calls forwarded to the MCP server (dumper_filter=%s);"
+            " the proxy's own answers carry tokens and codes, its log lines describe them",
+            limited,
+        )
+        ctx.options.update(dumper_filter=limited)
 
     @staticmethod
     def serving() -> bool:
@@ -120,6 +155,7 @@ class Configuration:
             timeout=settings.idp_timeout_seconds,
             leeway=settings.clock_skew_seconds,
             jwks_refetch_interval=settings.jwks_refetch_interval_seconds,
+            jwks_max_age=settings.jwks_max_age_seconds,
         )
         logger.log(
             logging.INFO if serving else logging.DEBUG,
@@ -137,9 +173,24 @@ class Configuration:
 
     def running(self) -> None:
         self.is_running = True
+        self._warn_about_an_open_mitmweb()
         if not self.serving() or self._idp is None:
             return  # reading flows only (-n): no IdP discovery, no key fetching
         self._start_idp()
+
+    @staticmethod
+    def _warn_about_an_open_mitmweb() -> None:
+        """mitmweb shows every flow: tokens, codes, secrets. Reachable beyond this host without a
+        password, anyone who finds the port (or gets mitmweb's one-time token URL) sees them."""
+        web_host = getattr(ctx.options, "web_host", None)
+        if web_host is None or web_host.strip("[]") in LOOPBACK_HOSTS or getattr(ctx.options, "web_password", ""):
+            return
+        logger.warning(
+            "mcp_auth: WARNING: mitmweb listens on %s, beyond this machine, without web_password: its flows hold "
+            "access tokens, refresh tokens, authorization codes and client secrets. Set --set web_password=<secret> "
+            "or --web-host 127.0.0.1",
+            web_host,
+        )
 
     def _start_idp(self) -> None:
         assert self._idp is not None
