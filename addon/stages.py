@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from mitmproxy import http
+if TYPE_CHECKING:  # the vocabulary itself is plain: addon.diagnosis uses it without mitmproxy
+    from mitmproxy import http
 
 logger = logging.getLogger("mcp_auth")
 

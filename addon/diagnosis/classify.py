@@ -25,18 +25,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from addon.diagnosis.exchange import Exchange, first
+from addon.stages import Stage
 
-# The stage names, as addon/stages.py has them (kept equal by a test; no mitmproxy import here).
-RESOURCE_METADATA = "resource-metadata"
-AS_METADATA = "as-metadata"
-REGISTRATION = "registration"
-AUTHORIZATION = "authorization"
-CALLBACK = "callback"
-TOKEN = "token"
-CHALLENGE = "challenge"
-REJECTED = "rejected"
-AUTHORIZED_CALL = "authorized-call"
-NOT_FOUND = "not-found"
+# The stage names, from the one vocabulary the proxy uses.
+RESOURCE_METADATA = Stage.RESOURCE_METADATA.value
+AS_METADATA = Stage.AS_METADATA.value
+REGISTRATION = Stage.REGISTRATION.value
+AUTHORIZATION = Stage.AUTHORIZATION.value
+CALLBACK = Stage.CALLBACK.value
+TOKEN = Stage.TOKEN.value
+CHALLENGE = Stage.CHALLENGE.value
+REJECTED = Stage.REJECTED.value
+AUTHORIZED_CALL = Stage.AUTHORIZED_CALL.value
+NOT_FOUND = Stage.NOT_FOUND.value
 
 # The order a dance goes through (rejected stands beside authorized-call; not-found is no step of it).
 DANCE_ORDER = (
