@@ -48,19 +48,26 @@ class Challenge:
     www_authenticate: str
     error: str
     description: str
+    # False for the plain challenge (no usable credentials); True when credentials were refused.
+    refused: bool = True
 
     def body(self) -> bytes:
         return json_body({"error": self.error, "error_description": self.description})
 
 
-def missing_token(resource_metadata_url: str, scopes: Iterable[str]) -> Challenge:
-    """401 for a request without credentials: no `error` attribute (RFC 6750 §3.1)."""
+def missing_token(
+    resource_metadata_url: str,
+    scopes: Iterable[str],
+    description: str = "No access token. Discover the authorization server from the resource metadata and log in.",
+) -> Challenge:
+    """401 for a request without usable credentials: no `error` attribute (RFC 6750 §3.1).
+
+    "Usable" matters: credentials in a scheme this server does not support (Basic, say) count
+    as none, so the client is pointed at the resource metadata rather than told its token is bad.
+    """
     scope = " ".join(scopes) or None
     return Challenge(
-        401,
-        bearer(resource_metadata=resource_metadata_url, scope=scope),
-        "invalid_token",
-        "No access token. Discover the authorization server from the resource metadata and log in.",
+        401, bearer(resource_metadata=resource_metadata_url, scope=scope), "invalid_token", description, refused=False
     )
 
 

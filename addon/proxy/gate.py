@@ -63,7 +63,7 @@ class McpGate:
             return challenge.invalid_request(prm, "more than one Authorization header")
         scheme, _, token = values[0].strip().partition(" ")
         if scheme.lower() != "bearer":
-            return challenge.invalid_token(
+            return challenge.missing_token(
                 prm, settings.scopes, f"authorization scheme {scheme!r} is not accepted; send a Bearer token"
             )
         token = token.strip()
@@ -77,7 +77,8 @@ class McpGate:
         prm = settings.resource_metadata_url
         token = self._bearer_token(flow)
         if isinstance(token, challenge.Challenge):
-            self._answer(flow, token, Stage.REJECTED, f"refused: {token.description}")
+            stage = Stage.REJECTED if token.refused else Stage.CHALLENGE
+            self._answer(flow, token, stage, f"refused: {token.description}")
             return
         if token is None:
             self._answer(

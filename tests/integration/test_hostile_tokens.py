@@ -212,7 +212,13 @@ CASES = [
     Case("three parts of garbage", lambda w: bearer("a.b.c"), reason=r"not a readable JWT"),
     Case("empty Bearer", lambda w: Attempt(headers=[("Authorization", "Bearer")]), reason=r"malformed"),
     Case("two tokens in one header", lambda w: bearer(f"{w.good()} {w.good()}"), reason=r"malformed"),
-    Case("Basic", lambda w: bearer("bGFiLXVzZXI6cGFzcw==", scheme="Basic"), reason=r"scheme 'Basic' is not accepted"),
+    # RFC 6750 §3.1: an unsupported scheme is no credentials at all, so the challenge has no error code.
+    Case(
+        "Basic",
+        lambda w: bearer("bGFiLXVzZXI6cGFzcw==", scheme="Basic"),
+        error=None,
+        reason=r"scheme 'Basic' is not accepted",
+    ),
     Case("token in the query string", _query, reason=r"query string"),
     Case("token in the query string and the header", _query_and_header, reason=r"query string"),
     # RFC 6750 §3.1: a request with no credentials the server accepts gets a challenge without `error`.

@@ -288,21 +288,24 @@ async def test_unacceptable_tokens(proxy: Proxy, overrides: dict[str, Any], phra
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("authorization", "status"),
-    [
-        ("Basic dXNlcjpwYXNz", 401),
-        ("Bearer", 401),
-        ("Bearer ", 401),
-        ("Bearer a b", 401),
-        ("Token abc", 401),
-    ],
-)
-async def test_malformed_authorization_header(proxy: Proxy, authorization: str, status: int) -> None:
+@pytest.mark.parametrize("authorization", ["Bearer", "Bearer ", "Bearer a b"])
+async def test_malformed_authorization_header(proxy: Proxy, authorization: str) -> None:
     flow = await proxy.send(request("POST", "/mcp", {"Authorization": authorization}))
-    assert flow.response is not None and flow.response.status_code == status
+    assert flow.response is not None and flow.response.status_code == 401
     assert 'error="invalid_token"' in flow.response.headers["WWW-Authenticate"]
     assert_stage(flow, Stage.REJECTED)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("authorization", ["Basic dXNlcjpwYXNz", "Token abc"])
+async def test_other_schemes_count_as_no_credentials(proxy: Proxy, authorization: str) -> None:
+    """RFC 6750 §3.1: credentials in an unsupported scheme get the plain challenge, without an error code."""
+    flow = await proxy.send(request("POST", "/mcp", {"Authorization": authorization}))
+    assert flow.response is not None and flow.response.status_code == 401
+    header = flow.response.headers["WWW-Authenticate"]
+    assert "error=" not in header and 'resource_metadata="' in header
+    assert "is not accepted; send a Bearer token" in flow.response.json()["error_description"]
+    assert_stage(flow, Stage.CHALLENGE)
 
 
 @pytest.mark.anyio
