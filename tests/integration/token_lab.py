@@ -19,17 +19,18 @@ import hashlib
 import hmac
 import json
 import secrets
-import socketserver
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.unit.support import QuickHTTPServer
 
 METADATA_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 JWKS_PATH = "/jwks"
@@ -80,16 +81,6 @@ def new_key(kind: str = "RSA", kid: str | None = None) -> LabKey:
     return LabKey(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
 
 
-class _QuickHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a reverse DNS lookup): skip it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-
 class TokenLab:
     """An IdP whose keys and answers the test controls; counts every request by path."""
 
@@ -136,7 +127,7 @@ class TokenLab:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = _QuickHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = QuickHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     # --- the server -------------------------------------------------------------------------
@@ -354,7 +345,7 @@ class CountingUpstream:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = _QuickHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = QuickHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     @property

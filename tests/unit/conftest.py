@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from addon.protocol import tokens
 from addon.protocol.sealing import Sealer
 
-from .support import JsonServer, ec_key, json_server, rsa_key
+from .support import Clock, JsonServer, ec_key, json_server, rsa_key
 
 SECRET = "test-secret-key-0123456789abcdefghijklmnop"
 
@@ -38,3 +39,10 @@ def server() -> Iterator[JsonServer]:
 @pytest.fixture
 def sealer() -> Sealer:
     return Sealer(SECRET)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(tokens, "time", fake)
+    return fake

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 
-class _QuickHTTPServer(ThreadingHTTPServer):
+class QuickHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def server_bind(self) -> None:
@@ -56,7 +56,7 @@ class JsonServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = _QuickHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = QuickHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.005}, daemon=True)
 
     @property
@@ -154,3 +154,19 @@ def claims(issuer: str, audience: str | list[str], **overrides: Any) -> dict[str
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
+
+
+class Clock:
+    """Stands in for the `time` module inside tokens.py: wall time is real, monotonic time can jump."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    def time(self) -> float:
+        return time.time()
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,11 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mitmproxy import http
 
 from addon.config import ConfigError, load_settings
-from addon.protocol import tokens
 from addon.protocol.tokens import JwksCache, TokenRejected, TokenValidator
 from addon.proxy.upstream import UPSTREAM_UNAVAILABLE, error_body, jsonrpc_id
 
-from .support import JsonServer, claims, public_jwk, sign
+from .support import Clock, JsonServer, claims, public_jwk, sign
 
 AUDIENCE = "https://proxy.example.com/mcp"
 
@@ -33,41 +31,24 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-class Clock:
-    """monotonic() that can jump, for tokens.py; wall time stays real (token exp)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    def time(self) -> float:
-        return time.time()
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(tokens, "time", fake)
-    return fake
-
-
 def token(server: JsonServer, key: rsa.RSAPrivateKey, kid: str) -> str:
     return sign(key, claims(server.url, AUDIENCE), alg="RS256", kid=kid)
 
 
 @pytest.mark.anyio
 async def test_a_refresh_replaces_the_key_set(
-    server: JsonServer, client: httpx.AsyncClient, clock: Clock,
-    rsa_private: rsa.RSAPrivateKey, rsa_private_2: rsa.RSAPrivateKey,
+    server: JsonServer,
+    client: httpx.AsyncClient,
+    clock: Clock,
+    rsa_private: rsa.RSAPrivateKey,
+    rsa_private_2: rsa.RSAPrivateKey,
 ) -> None:
     server.serve("/jwks", {"keys": [public_jwk(rsa_private, "old", "RS256")]})
     keys = JwksCache(client, server.url + "/jwks", refetch_interval=1, max_age=60)
     validator = TokenValidator(keys, server.url, [AUDIENCE], leeway=0)
     await validator.verify(token(server, rsa_private, "old"))
     server.serve("/jwks", {"keys": [public_jwk(rsa_private_2, "new", "RS256")]})  # rotated at the IdP
-    clock.offset += 2
+    clock.advance(2)
     # The new kid is unknown: one refetch, which drops the old key.
     await validator.verify(token(server, rsa_private_2, "new"))
     assert keys.key_ids == ["new"]
@@ -77,7 +58,10 @@ async def test_a_refresh_replaces_the_key_set(
 
 @pytest.mark.anyio
 async def test_idp_down_after_max_age_keeps_the_cached_keys(
-    server: JsonServer, client: httpx.AsyncClient, clock: Clock, rsa_private: rsa.RSAPrivateKey,
+    server: JsonServer,
+    client: httpx.AsyncClient,
+    clock: Clock,
+    rsa_private: rsa.RSAPrivateKey,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     server.serve("/jwks", {"keys": [public_jwk(rsa_private, "k", "RS256")]})
@@ -85,7 +69,7 @@ async def test_idp_down_after_max_age_keeps_the_cached_keys(
     validator = TokenValidator(keys, server.url, [AUDIENCE], leeway=0)
     await validator.verify(token(server, rsa_private, "k"))
     server.serve("/jwks", {"error": "down"}, status=503)
-    clock.offset += 61
+    clock.advance(61)
     assert (await validator.verify(token(server, rsa_private, "k"))).subject
     assert "keeping the cached keys" in caplog.text
     assert server.count("/jwks") == 2
@@ -132,9 +116,15 @@ def test_jsonrpc_id_of_a_get_is_null() -> None:
 
 def test_error_body_is_a_json_rpc_error() -> None:
     body = json.loads(error_body(3, "Connection refused"))
-    assert body == {"jsonrpc": "2.0", "id": 3, "error": {
-        "code": UPSTREAM_UNAVAILABLE, "message": "the MCP server is unavailable",
-        "data": {"detail": "Connection refused"}}}
+    assert body == {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "error": {
+            "code": UPSTREAM_UNAVAILABLE,
+            "message": "the MCP server is unavailable",
+            "data": {"detail": "Connection refused"},
+        },
+    }
 
 
 def test_mitmdump_dumps_only_forwarded_calls() -> None:

@@ -24,10 +24,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from addon.protocol import tokens
 from addon.protocol.tokens import JwksCache, KeysUnavailable, TokenRejected, TokenValidator, VerifiedToken
 
-from .support import JsonServer, claims, closed_port_url, public_jwk, sign
+from .support import Clock, JsonServer, claims, closed_port_url, public_jwk, sign
 
 AUDIENCE = "https://proxy.example.com/mcp"
 JWKS_PATH = "/jwks"
@@ -36,29 +35,6 @@ JWKS_PATH = "/jwks"
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class Clock:
-    """Stands in for the `time` module inside tokens.py: wall time is real, monotonic time can jump."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.offset
-
-    def time(self) -> float:
-        return time.time()
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(tokens, "time", fake)
-    return fake
 
 
 # Building an SSL context per client costs more than a test here; the JWKS is plain http anyway.
