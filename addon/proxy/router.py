@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mitmproxy import ctx, http
@@ -48,6 +49,26 @@ Handler = Callable[[http.HTTPFlow], Awaitable[None] | None]
 Route = tuple[Stage, tuple[str, ...], Handler]
 
 
+@dataclass(frozen=True)
+class RouteTable:
+    settings: Settings
+    routes: dict[str, Route]
+    mcp_path: str
+    limits: dict[str, tuple[str, RateLimiter | None]]
+
+
+def _limits(settings: Settings, base: str) -> dict[str, tuple[str, RateLimiter | None]]:
+    limits: dict[str, tuple[str, RateLimiter | None]] = {}
+    if settings.facade:
+        register, token = settings.rate_limits.register, settings.rate_limits.token
+        limits[base + REGISTER_PATH] = ("register", RateLimiter(register) if register else None)
+        token_limiter = RateLimiter(token) if token else None
+        # /revoke forwards to the IdP as /token does, so it draws on the same bucket.
+        limits[base + TOKEN_PATH] = ("token", token_limiter)
+        limits[base + REVOKE_PATH] = ("token", token_limiter)
+    return limits
+
+
 class Router:
     def __init__(self, config: Configuration) -> None:
         self.config = config
@@ -57,36 +78,26 @@ class Router:
         self.token = TokenEndpoint(config)
         self.gate = McpGate(config)
         self.browsers = BrowserClients(config)
-        self._table: tuple[Settings, dict[str, Route], str] | None = None
-        # path -> the rate limit it counts against (facade's /register, /token, /revoke), per configuration.
-        self._limits: tuple[Settings, dict[str, tuple[str, RateLimiter | None]]] | None = None
+        self._table: RouteTable | None = None
+
+    def _current_table(self) -> RouteTable:
+        """The routes, the MCP path and the rate-limited endpoints, built once per configuration
+        (so rate-limit counts live as long as the configuration does)."""
+        settings = self.config.current().settings
+        if self._table is None or self._table.settings is not settings:
+            base = urlsplit(settings.public_url).path.rstrip("/")
+            self._table = RouteTable(
+                settings, self._build_routes(settings, base), base + settings.mcp_path, _limits(settings, base)
+            )
+        return self._table
 
     def _routes(self) -> tuple[dict[str, Route], str]:
-        """The proxy's own endpoints and the MCP path, built once per configuration."""
-        settings = self.config.current().settings
-        if self._table is None or self._table[0] is not settings:
-            base = urlsplit(settings.public_url).path.rstrip("/")
-            self._table = (settings, self._build_routes(settings, base), base + settings.mcp_path)
-        return self._table[1], self._table[2]
+        table = self._current_table()
+        return table.routes, table.mcp_path
 
     def _fetched(self) -> dict[str, tuple[str, RateLimiter | None]]:
-        """The OAuth endpoints a browser client fetches, each with its rate limiter (None: no limit).
-
-        Built once per configuration, so the counts live as long as the configuration does.
-        """
-        settings = self.config.current().settings
-        if self._limits is None or self._limits[0] is not settings:
-            limits: dict[str, tuple[str, RateLimiter | None]] = {}
-            if settings.facade:
-                base = urlsplit(settings.public_url).path.rstrip("/")
-                register, token = settings.rate_limits.register, settings.rate_limits.token
-                limits[base + REGISTER_PATH] = ("register", RateLimiter(register) if register else None)
-                token_limiter = RateLimiter(token) if token else None
-                # /revoke forwards to the IdP as /token does, so it draws on the same bucket.
-                limits[base + TOKEN_PATH] = ("token", token_limiter)
-                limits[base + REVOKE_PATH] = ("token", token_limiter)
-            self._limits = (settings, limits)
-        return self._limits[1]
+        """The OAuth endpoints a browser client fetches, each with its rate limiter (None: no limit)."""
+        return self._current_table().limits
 
     def _build_routes(self, settings: Settings, base: str) -> dict[str, Route]:
         """path -> (stage, allowed methods, handler)."""
