@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import re
 import ssl
 import string
@@ -34,13 +35,18 @@ from addon.protocol.tokens import JwksCache, KeysUnavailable, TokenRejected, Tok
 
 from .support import JsonServer, claims, public_jwk, rsa_key, sign
 
+# The suite is derandomized so a CI run is reproducible: the same inputs every time. Exploring new
+# inputs is a separate, deliberate run: MCP_AUTH_FUZZ=explore scripts/test tests/unit/test_fuzz.py
+# draws fresh random inputs, ten times as many; a failure it finds becomes an @example here.
+EXPLORE = os.environ.get("MCP_AUTH_FUZZ") == "explore"
 FUZZ = settings(
-    max_examples=150,
+    max_examples=1500 if EXPLORE else 150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    derandomize=False,
+    derandomize=not EXPLORE,
+    database=None,
 )
-FEW = settings(FUZZ, max_examples=60)
+FEW = settings(FUZZ, max_examples=600 if EXPLORE else 60)
 
 # --- strategies -----------------------------------------------------------------------------------
 
@@ -146,11 +152,13 @@ scope_lists = st.lists(st.text(alphabet=string.ascii_letters + ":._-", min_size=
 @example('x", scope="admin', ["mcp:tools"])
 @example("kid=1, resource_metadata=https://evil.example/", ["mcp:tools"])
 @example('\\"\r\n\x00é', [])
+@example("Bearer ", [])  # found by a random run: a scheme name inside the quoted description is harmless
 def test_invalid_token_challenge_stays_one_parseable_challenge(description: str, scopes: list[str]) -> None:
     answer = challenge.invalid_token(PRM, scopes, description)
     header = answer.www_authenticate
     assert CHALLENGE.match(header), header
-    assert header.count("Bearer ") == 1
+    outside_quotes = re.sub(r'"[^"]*"', '""', header)
+    assert outside_quotes.count("Bearer") == 1
     assert sdk_field(header, "error") == "invalid_token"
     assert sdk_field(header, "resource_metadata") == PRM
     assert sdk_field(header, "scope") == (" ".join(scopes) or None)
