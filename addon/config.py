@@ -78,6 +78,8 @@ class Settings:
     jwks_refetch_interval_seconds: int = 30
     jwks_max_age_seconds: int = 600
     idp_timeout_seconds: float = 10.0
+    mcp_server_timeout_seconds: float = 120.0
+    max_request_body_bytes: int = 4 * 1024 * 1024
     cors: CorsSettings = field(default_factory=CorsSettings)
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     source: str = "<inline>"
@@ -119,6 +121,8 @@ _KNOWN_KEYS = {
     "jwks_refetch_interval_seconds",
     "jwks_max_age_seconds",
     "idp_timeout_seconds",
+    "mcp_server_timeout_seconds",
+    "max_request_body_bytes",
     "cors",
     "rate_limits",
 }
@@ -321,6 +325,13 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
         # before use once it is older than this.
         jwks_max_age_seconds=int(read.number("jwks_max_age_seconds", raw.get("jwks_max_age_seconds", 600), 1, 86400)),
         idp_timeout_seconds=float(read.number("idp_timeout_seconds", raw.get("idp_timeout_seconds", 10), 0.5, 120)),
+        # Until the MCP server's response headers; an event stream, once started, has no deadline.
+        mcp_server_timeout_seconds=float(
+            read.number("mcp_server_timeout_seconds", raw.get("mcp_server_timeout_seconds", 120), 0.5, 3600)
+        ),
+        max_request_body_bytes=int(
+            read.number("max_request_body_bytes", raw.get("max_request_body_bytes", 4 * 1024 * 1024), 1024, 1 << 30)
+        ),
         cors=_cors(read, raw.get("cors")),
         rate_limits=_rate_limits(read, raw.get("rate_limits")),
         source=source,

@@ -16,6 +16,7 @@ if _checkout not in sys.path:
     sys.path.insert(0, _checkout)
 
 from addon.proxy.configuration import Configuration  # noqa: E402
+from addon.proxy.request_size import RequestSizeLimit  # noqa: E402
 from addon.proxy.router import Router  # noqa: E402
 from addon.proxy.streaming import EventStreaming  # noqa: E402
 from addon.proxy.upstream import UpstreamErrors  # noqa: E402
@@ -24,4 +25,12 @@ from addon.views.dance import DanceCommands  # noqa: E402
 
 configuration = Configuration()
 
-addons = [configuration, Router(configuration), EventStreaming(), UpstreamErrors(), ContentViews(), DanceCommands()]
+addons = [
+    configuration,
+    Router(configuration),
+    EventStreaming(),
+    UpstreamErrors(configuration),
+    RequestSizeLimit(configuration),
+    ContentViews(),
+    DanceCommands(),
+]

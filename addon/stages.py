@@ -58,15 +58,20 @@ MARKS: dict[Stage, str] = {
 }
 
 
-def record(flow: http.HTTPFlow, stage: Stage, explanation: str, client: str | None = None) -> None:
-    """Put the stage on the flow for mitmweb and say it in the log, in one line."""
+def record(
+    flow: http.HTTPFlow, stage: Stage, explanation: str, client: str | None = None, answered: int | None = None
+) -> None:
+    """Put the stage on the flow for mitmweb and say it in the log, in one line.
+
+    `answered`: the status written to the client when it is not `flow.response`'s (mitmproxy
+    wrote it, see addon/proxy/error_pages.py)."""
     flow.metadata[METADATA_KEY] = stage.value
     flow.metadata[EXPLANATION_KEY] = explanation
     if client is not None:
         flow.metadata[CLIENT_KEY] = client
     flow.comment = f"{stage.value}: {explanation}"
     flow.marked = MARKS[stage]
-    status = flow.response.status_code if flow.response else "→ upstream"
+    status = answered or (flow.response.status_code if flow.response else "→ upstream")
     level = logging.WARNING if stage in (Stage.REJECTED,) else logging.INFO
     logger.log(
         level,

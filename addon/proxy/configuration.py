@@ -77,6 +77,17 @@ class Configuration:
             # proxy's own metadata and OAuth endpoints would fail.
             logger.info("mcp_auth: setting connection_strategy=lazy so the proxy answers while the MCP server is down")
             ctx.options.update(connection_strategy="lazy")
+        if "stream_large_bodies" in updated and getattr(ctx.options, "stream_large_bodies", None):
+            # mitmproxy streams a request over this size upstream right after its headers,
+            # before the `request` hook where the gate decides: an unauthenticated call would
+            # reach the MCP server. Event streams are passed through unbuffered regardless.
+            logger.warning(
+                "mcp_auth: stream_large_bodies=%s would send large request bodies to the MCP server before "
+                "their token is checked; switched off (authorized event streams are streamed anyway; "
+                "cap request bodies with max_request_body_bytes)",
+                ctx.options.stream_large_bodies,
+            )
+            ctx.options.update(stream_large_bodies=None)
 
     @staticmethod
     def _keep_secrets_out_of_the_dump() -> None:

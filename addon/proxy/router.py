@@ -115,6 +115,17 @@ class Router:
             routes[base + REVOKE_PATH] = (Stage.TOKEN, ("POST",), self.token.revoke)
         return routes
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A streamed request body goes upstream right after this hook, before `request`, where
+        # the gate decides. Whoever set it (another addon), the body waits for the gate.
+        if flow.live and flow.request.stream:
+            logger.warning(
+                "mcp_auth: %s %s was set to stream upstream before its token was checked; buffering it instead",
+                flow.request.method,
+                flow.request.path.split("?")[0],
+            )
+            flow.request.stream = False
+
     async def request(self, flow: http.HTTPFlow) -> None:
         # Answered already, or not live: a flow read from a file (-r) is history, not a request
         # to serve; it keeps what was recorded on it.

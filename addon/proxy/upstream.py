@@ -1,43 +1,46 @@
-"""The MCP server failing: a JSON-RPC error for the client instead of mitmproxy's HTML page.
+"""The MCP server failing or hanging: a JSON-RPC error for the client, not an HTML page or silence.
 
-When the MCP server refuses the connection, or breaks it before any response header,
-mitmproxy calls the `error` hook and then its HTTP/1 layer writes a `502 text/html` page
-to the client. No hook can replace that page (the `error` hook runs, but the layer ignores
-`flow.response` from then on), and an MCP client cannot read HTML. So this module wraps
-that one branch of `Http1Server.send` (mitmproxy 12.x, the version `requirements.lock`
-pins): for an authorized call whose response has not started, it writes
+An authorized call whose MCP server refuses the connection, or breaks it before any
+response header, is answered
 
     502 {"jsonrpc": "2.0", "id": <the request's id, or null>,
          "error": {"code": -32000, "message": "the MCP server is unavailable", ...}}
 
-and leaves every other case to mitmproxy. Once the response has started (an event stream
-cut in the middle) nothing can be sent in its place; mitmproxy closes the connection, which
-is what the client must see. If mitmproxy's internals change, the wrapper is not installed
-and the HTML page comes back (with a warning), never a broken proxy.
+and one whose MCP server sends no response header within `mcp_server_timeout_seconds`
+has its upstream connection closed (the server sees the cancellation) and is answered
+
+    504 {"jsonrpc": "2.0", "id": ...,
+         "error": {"code": -32001, "message": "the MCP server did not answer in time", ...}}
+
+mitmproxy itself has no deadline short of `tcp_timeout` (600 s of silence), after which it
+closes the client's connection without a word. The deadline ends with the response
+headers: an event stream, once started, may run and pause as long as the tool needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import weakref
-from collections.abc import Callable, Generator
 from typing import Any
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 
+from addon.proxy import error_pages
+from addon.proxy.configuration import Configuration
+from addon.proxy.connections import handler_of, warn_once
 from addon.stages import Stage, stage_of
 
 logger = logging.getLogger("mcp_auth")
 
-# JSON-RPC 2.0 leaves -32000..-32099 to the implementation; -32000 is the usual "server error".
+# JSON-RPC 2.0 leaves -32000..-32099 to the implementation: -32000 is the usual "server
+# error", -32001 what the MCP SDKs use for a request timeout.
 UPSTREAM_UNAVAILABLE = -32000
+UPSTREAM_TIMEOUT = -32001
 MESSAGE = "the MCP server is unavailable"
-
-# Authorized requests on their way upstream -> the JSON-RPC id to answer with. Weak, so a
-# finished request is forgotten without bookkeeping.
-_pending: weakref.WeakKeyDictionary[http.Request, Any] = weakref.WeakKeyDictionary()
-_installed = False
+TIMEOUT_MESSAGE = "the MCP server did not answer in time"
 
 
 def jsonrpc_id(request: http.Request) -> Any:
@@ -55,81 +58,76 @@ def jsonrpc_id(request: http.Request) -> Any:
     return None
 
 
-def error_body(request_id: Any, detail: str) -> bytes:
+def error_body(request_id: Any, detail: str, code: int = UPSTREAM_UNAVAILABLE, message: str = MESSAGE) -> bytes:
     return json.dumps(
-        {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "error": {"code": UPSTREAM_UNAVAILABLE, "message": MESSAGE, "data": {"detail": detail}},
-        }
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message, "data": {"detail": detail}}}
     ).encode()
 
 
-def _error_response(request_id: Any, detail: str) -> bytes:
-    from mitmproxy.net.http import http1
-
-    response = http.Response.make(
-        502,
-        error_body(request_id, detail),
-        {"Content-Type": "application/json", "Cache-Control": "no-store", "Connection": "close"},
-    )
-    return http1.assemble_response(response)
-
-
-def install() -> bool:
-    """Wrap Http1Server.send once; False (and the HTML page stays) when mitmproxy's internals differ."""
-    global _installed
-    if _installed:
-        return True
-    try:
-        from mitmproxy.connection import ConnectionState
-        from mitmproxy.proxy import commands
-        from mitmproxy.proxy.layers.http import _http1
-        from mitmproxy.proxy.layers.http._events import ResponseProtocolError
-
-        original: Callable[..., Generator[Any, Any, None]] = _http1.Http1Server.send
-    except (ImportError, AttributeError) as e:
-        logger.warning("mcp_auth: cannot answer MCP server failures as JSON-RPC with this mitmproxy: %s", e)
-        return False
-
-    def send(self: Any, event: Any) -> Generator[Any, Any, None]:
-        request = getattr(self, "request", None)
-        if (
-            isinstance(event, ResponseProtocolError)
-            and self.response is None
-            and request is not None
-            and request in _pending
-            and self.conn.state & ConnectionState.CAN_WRITE
-            and event.code.http_status_code() is not None
-        ):
-            yield commands.SendData(self.conn, _error_response(_pending.pop(request), event.message))
-            yield commands.CloseConnection(self.conn)
-            return
-        yield from original(self, event)
-
-    _http1.Http1Server.send = send  # type: ignore[method-assign]
-    _installed = True
-    return True
-
-
 class UpstreamErrors:
-    """Marks authorized calls, so their upstream failures are answered as JSON-RPC, and says why in the flow."""
+    """Marks authorized calls, so their upstream failures are answered as JSON-RPC, and holds their deadline."""
+
+    def __init__(self, configuration: Configuration) -> None:
+        self.configuration = configuration
+        self._deadlines: weakref.WeakKeyDictionary[http.HTTPFlow, asyncio.TimerHandle] = weakref.WeakKeyDictionary()
+        self._timed_out: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
 
     def running(self) -> None:
-        install()
+        error_pages.install()
 
     def request(self, flow: http.HTTPFlow) -> None:
         # Runs after the Router (mitmproxy calls addons in list order): only calls it authorized go upstream.
-        if flow.live and flow.response is None and stage_of(flow) == Stage.AUTHORIZED_CALL:
-            _pending[flow.request] = jsonrpc_id(flow.request)
+        if not (flow.live and flow.response is None and stage_of(flow) == Stage.AUTHORIZED_CALL):
+            return
+        request_id = jsonrpc_id(flow.request)
+        error_pages.answer_instead(flow.request, 502, error_body(request_id, "the MCP server did not answer"))
+        seconds = self.configuration.current().settings.mcp_server_timeout_seconds
+        self._deadlines[flow] = asyncio.get_running_loop().call_later(seconds, self._expire, flow, request_id, seconds)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        _pending.pop(flow.request, None)
+        error_pages.forget(flow.request)
+        self._cancel_deadline(flow)
+
+    def _cancel_deadline(self, flow: http.HTTPFlow) -> None:
+        deadline = self._deadlines.pop(flow, None)
+        if deadline is not None:
+            deadline.cancel()
+
+    def _expire(self, flow: http.HTTPFlow, request_id: Any, seconds: float) -> None:
+        self._deadlines.pop(flow, None)
+        if flow.response is not None or not flow.live or not error_pages.is_marked(flow.request):
+            return
+        handler = handler_of(flow)
+        if handler is None or flow.server_conn not in getattr(handler, "transports", {}):
+            warn_once("closing a hung MCP server connection", "no live connection handler")
+            return
+        detail = f"no response within {seconds:g} s (mcp_server_timeout_seconds)"
+        error_pages.answer_instead(
+            flow.request, 504, error_body(request_id, detail, UPSTREAM_TIMEOUT, TIMEOUT_MESSAGE)
+        )
+        self._timed_out.add(flow)
+        # Closing the upstream connection is also how the MCP server learns the call is abandoned.
+        handler.close_connection(flow.server_conn)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        timed_out = flow in self._timed_out
+        # The mark stays: mitmproxy writes its error answer after this hook (error_pages.py).
+        answered = error_pages.is_marked(flow.request)
+        self._cancel_deadline(flow)
         if stage_of(flow) != Stage.AUTHORIZED_CALL or flow.error is None:
             return
-        if flow.response is None and flow.request in _pending:
+        if flow.response is None and not flow.client_conn.state & ConnectionState.CAN_WRITE:
+            flow.comment += f"; the client went away before the MCP server answered ({flow.error.msg})"
+        elif flow.response is None and timed_out:
+            seconds = self.configuration.current().settings.mcp_server_timeout_seconds
+            flow.comment += f"; MCP server sent no response within {seconds:g} s; connection closed, answered 504"
+            logger.warning(
+                "[authorized-call] %s %s 504: the MCP server sent no response within %g s (mcp_server_timeout_seconds)",
+                flow.request.method,
+                flow.request.path,
+                seconds,
+            )
+        elif flow.response is None and answered:
             flow.comment += f"; MCP server unavailable ({flow.error.msg}); answered 502 JSON-RPC error"
             logger.warning(
                 "[authorized-call] %s %s 502: MCP server unavailable: %s",

@@ -7,7 +7,7 @@ the end of the session (and dies with the test process if that is killed).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,8 @@ def start_proxy(tmp_path_factory: pytest.TempPathFactory, confdir: Path) -> Iter
     """Start mitmdump with the addon and a config written from keyword overrides."""
     started: list[stack.Service] = []
 
-    def start(upstream: str, port: int | None = None, **overrides: Any) -> stack.Service:
+    def start(upstream: str, port: int | None = None, extra: Sequence[str] = (), **overrides: Any) -> stack.Service:
+        """extra: mitmproxy command-line arguments (e.g. ["--set", "tcp_timeout=3"])."""
         port = port or stack.free_port()
         public_url = f"http://127.0.0.1:{port}"
         config: dict[str, Any] = {
@@ -94,7 +95,7 @@ def start_proxy(tmp_path_factory: pytest.TempPathFactory, confdir: Path) -> Iter
         config.update(overrides)
         path = tmp_path_factory.mktemp("proxy") / "config.yaml"
         path.write_text(yaml.safe_dump(config))
-        service = stack.start_proxy(path, upstream, port, confdir=confdir)
+        service = stack.start_proxy(path, upstream, port, confdir=confdir, extra=extra)
         started.append(service)
         return service
 

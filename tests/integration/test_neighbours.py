@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,17 +208,78 @@ def test_client_disconnect_closes_the_upstream_call(
         assert not any("count-with-progress finished 50/50" in x for x in demo_server.lines[since:])
 
 
-def test_long_quiet_event_stream_is_not_cut(
+def test_quiet_event_stream_outlives_tcp_timeout_and_the_deadline(
     start_proxy: ProxyFactory, idp: stack.Service, demo_server: stack.Service
 ) -> None:
-    # mitmproxy closes a connection after tcp_timeout (600 s) without traffic in either
-    # direction; a tool that is quiet for 25 s between events must pass through whole.
-    proxy = start_proxy(origin(demo_server.url), issuer=idp.url)
+    # mitmproxy closes a connection after tcp_timeout seconds without traffic (600 by default,
+    # 2 here), and the MCP server's deadline is 1.5 s. A tool quiet for 6 s between events
+    # must still pass through whole: the deadline ends with the response headers, and the
+    # inactivity timeout is held off while an authorized event stream runs.
+    proxy = start_proxy(origin(demo_server.url), issuer=idp.url, mcp_server_timeout_seconds=1.5,
+                        extra=["--set", "tcp_timeout=2"])
     headers = session(proxy.url, token_from(metadata(idp.url), proxy.url + "/mcp"))
-    response = httpx.post(proxy.url + "/mcp", json=count_call(2, 25), headers=headers, timeout=90)
+    response = httpx.post(proxy.url + "/mcp", json=count_call(3, 6), headers=headers, timeout=60)
     assert response.status_code == 200
-    assert "counted to 2" in response.text
-    assert response.text.count("notifications/progress") == 2
+    assert "counted to 3" in response.text
+    assert response.text.count("notifications/progress") == 3
+    # Keep-alive connections without a stream still time out as mitmproxy's option says.
+    with httpx.Client() as client:
+        assert client.get(proxy.url + "/.well-known/oauth-protected-resource/mcp").status_code == 200
+        proxy.wait_for_line(r"Closing connection due to inactivity", timeout=10)
+
+
+class HungServer:
+    """An MCP server that accepts connections, reads the request, and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.received: list[bytes] = []
+        self.closed_by_peer = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):  # b"": the proxy closed its side
+                self.received.append(data)
+            self.closed_by_peer.set()
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_hung_mcp_server_is_a_json_rpc_timeout(start_proxy: ProxyFactory, idp: stack.Service) -> None:
+    hung = HungServer()
+    try:
+        proxy = start_proxy(hung.url, issuer=idp.url, mcp_server_timeout_seconds=1.5)
+        token = token_from(metadata(idp.url), proxy.url + "/mcp")
+        auth = {**ACCEPT, "Authorization": f"Bearer {token}"}
+        with httpx.Client(timeout=30) as client:
+            waiting = client.post(proxy.url + "/mcp", json={"jsonrpc": "2.0", "id": "call-9", "method": "tools/list"},
+                                  headers=auth)
+            # While the call hangs the proxy's own endpoints answer (checked after: httpx is sync).
+            assert client.get(proxy.url + "/.well-known/oauth-protected-resource/mcp").status_code == 200
+        assert waiting.status_code == 504
+        assert waiting.headers["content-type"] == "application/json"
+        body = waiting.json()
+        assert body["jsonrpc"] == "2.0" and body["id"] == "call-9"
+        assert body["error"]["code"] == -32001
+        assert body["error"]["message"] == "the MCP server did not answer in time"
+        assert "mcp_server_timeout_seconds" in body["error"]["data"]["detail"]
+        # The MCP server got the call, and then its connection closed: the call is abandoned.
+        assert b"tools/list" in b"".join(hung.received)
+        assert hung.closed_by_peer.wait(5)
+        proxy.wait_for_line(r"\[authorized-call\] POST /mcp 504: the MCP server sent no response within 1\.5 s")
+    finally:
+        hung.stop()
 
 
 # --- secrets --------------------------------------------------------------------------------

@@ -80,6 +80,8 @@ def test_defaults_and_derived_values() -> None:
     assert settings.callback_url == "https://mcp.example.com/callback"
     assert settings.registration.mode == "forward"
     assert settings.clock_skew_seconds == 30
+    assert settings.mcp_server_timeout_seconds == 120
+    assert settings.max_request_body_bytes == 4 * 1024 * 1024
     assert settings.secret_key is None
 
 
@@ -291,6 +293,10 @@ def test_short_previous_secret_key_is_refused_without_printing_it() -> None:
         (minimal(clock_skew_seconds=True), "clock_skew_seconds"),
         (minimal(jwks_refetch_interval_seconds=0), "jwks_refetch_interval_seconds"),
         (minimal(idp_timeout_seconds=1000), "idp_timeout_seconds"),
+        (minimal(mcp_server_timeout_seconds=0), "mcp_server_timeout_seconds"),
+        (minimal(mcp_server_timeout_seconds="2m"), "mcp_server_timeout_seconds"),
+        (minimal(max_request_body_bytes=10), "max_request_body_bytes"),
+        (minimal(max_request_body_bytes="4MB"), "max_request_body_bytes"),
         (minimal(resource_name=["x"]), "resource_name"),
         (minimal(registration="static"), "registration"),
     ],
