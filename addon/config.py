@@ -78,6 +78,7 @@ class Settings:
     jwks_refetch_interval_seconds: int = 30
     jwks_max_age_seconds: int = 600
     idp_timeout_seconds: float = 10.0
+    sse_message_path: str | None = None
     mcp_server_timeout_seconds: float = 120.0
     max_request_body_bytes: int = 4 * 1024 * 1024
     cors: CorsSettings = field(default_factory=CorsSettings)
@@ -108,6 +109,7 @@ class Settings:
 _KNOWN_KEYS = {
     "public_url",
     "mcp_path",
+    "sse_message_path",
     "mode",
     "issuer",
     "scopes",
@@ -245,6 +247,8 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
             "mcp_path", mcp_path, "the MCP endpoint needs its own path (e.g. /mcp): / hosts the proxy's OAuth endpoints"
         )
 
+    sse_message_path = _sse_message_path(read, raw.get("sse_message_path"), mcp_path)
+
     mode = read.choice("mode", raw.get("mode", "facade"), MODES)
     issuer = read.url("issuer", read.env("issuer", raw["issuer"]))
     provider = read.choice("provider", raw.get("provider", "generic"), tuple(providers.names()))
@@ -308,6 +312,7 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
     return Settings(
         public_url=public_url,
         mcp_path=mcp_path,
+        sse_message_path=sse_message_path,
         mode=mode,
         issuer=issuer,
         scopes=scopes,
@@ -336,6 +341,23 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
         rate_limits=_rate_limits(read, raw.get("rate_limits")),
         source=source,
     )
+
+
+def _sse_message_path(read: _Reader, raw: Any, mcp_path: str) -> str | None:
+    """The legacy HTTP+SSE transport's message endpoint (2024-11-05), gated like mcp_path."""
+    if raw is None:
+        return None
+    fix = "the path the server's `endpoint` event names, e.g. /messages/ (the SDKs' default)"
+    if not isinstance(raw, str) or not raw.startswith("/") or any(c in raw for c in "?#* ") or raw == "/":
+        raise read.fail("sse_message_path", raw, f"expected {fix}")
+    own = ("/.well-known", "/authorize", "/callback", "/token", "/register", "/revoke")
+    stem = raw.rstrip("/")
+    clash = next((p for p in own if stem == p or raw.startswith(p + "/") or p.startswith(stem + "/")), None)
+    if clash is not None:
+        raise read.fail("sse_message_path", raw, f"{clash} is the proxy's own endpoint; expected {fix}")
+    if raw.rstrip("/") == mcp_path or raw.startswith(mcp_path + "/"):
+        raise read.fail("sse_message_path", raw, f"paths under mcp_path ({mcp_path}) are gated already; leave it out")
+    return raw
 
 
 def _cors(read: _Reader, raw: Any) -> CorsSettings:

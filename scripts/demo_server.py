@@ -45,6 +45,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 logger = logging.getLogger("demo_server")
 
 MCP_PATH = "/mcp"
+SSE_PATH = "/sse"
+SSE_MESSAGE_PATH = "/messages/"
 IDENTITY_HEADER_PREFIX = "x-mcp-auth-"
 
 # The loopback names the proxy (and local clients) use to reach us. The port
@@ -196,12 +198,17 @@ def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, on_eof: asyncio.Event) -> 
 
 async def serve(args: argparse.Namespace) -> None:
     mcp = build_server()
-    app = mcp.streamable_http_app(
-        streamable_http_path=MCP_PATH,
-        stateless_http=args.stateless,
-        transport_security=transport_security(args.allowed_host, args.no_host_check),
-        host=args.host,
-    )
+    security = transport_security(args.allowed_host, args.no_host_check)
+    if args.sse:
+        # The legacy HTTP+SSE transport (2024-11-05): GET /sse opens the stream, whose first
+        # event (`endpoint`) names where to POST messages, relative to the server.
+        app = mcp.sse_app(sse_path=SSE_PATH, message_path=SSE_MESSAGE_PATH, transport_security=security, host=args.host)
+        path = SSE_PATH
+    else:
+        app = mcp.streamable_http_app(
+            streamable_http_path=MCP_PATH, stateless_http=args.stateless, transport_security=security, host=args.host
+        )
+        path = MCP_PATH
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:
@@ -240,9 +247,9 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_task  # startup failed: surface its exception
         return
 
-    mode = "stateless" if args.stateless else "stateful"
-    logger.info("serving %s Streamable HTTP on %s:%d%s", mode, args.host, port, MCP_PATH)
-    print(f"demo-server listening url=http://{url_host}:{port}{MCP_PATH}", flush=True)
+    mode = "legacy HTTP+SSE" if args.sse else "stateless Streamable HTTP" if args.stateless else "Streamable HTTP"
+    logger.info("serving %s on %s:%d%s", mode, args.host, port, path)
+    print(f"demo-server listening url=http://{url_host}:{port}{path}", flush=True)
 
     stop_task = asyncio.create_task(stop.wait())
     await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -260,6 +267,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--stateless",
         action="store_true",
         help="serve 2025-era clients without sessions (no Mcp-Session-Id); 2026-07-28 is always stateless",
+    )
+    parser.add_argument(
+        "--sse",
+        action="store_true",
+        help=f"serve the legacy HTTP+SSE transport (GET {SSE_PATH}, POST {SSE_MESSAGE_PATH}) instead",
     )
     parser.add_argument(
         "--exit-on-stdin-eof",

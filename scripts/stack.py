@@ -150,10 +150,14 @@ def start_idp(
     return start("dev-idp", [*command, *extra], r"dev-idp listening issuer=(\S+)", lambda m: m.group(1), echo=echo)
 
 
-def start_demo_server(port: int = 0, stateless: bool = False, echo: Callable[[str], None] | None = None) -> Service:
+def start_demo_server(
+    port: int = 0, stateless: bool = False, echo: Callable[[str], None] | None = None, sse: bool = False
+) -> Service:
     command = [PYTHON, str(DEMO_SERVER), "--port", str(port), "--exit-on-stdin-eof"]
     if stateless:
         command.append("--stateless")
+    if sse:
+        command.append("--sse")
     return start("demo-server", command, r"demo-server listening url=(\S+)", lambda m: m.group(1), echo=echo)
 
 

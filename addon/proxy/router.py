@@ -53,7 +53,7 @@ Route = tuple[Stage, tuple[str, ...], Handler]
 class RouteTable:
     settings: Settings
     routes: dict[str, Route]
-    mcp_path: str
+    mcp_paths: tuple[str, ...]
     limits: dict[str, tuple[str, RateLimiter | None]]
 
 
@@ -86,14 +86,16 @@ class Router:
         settings = self.config.current().settings
         if self._table is None or self._table.settings is not settings:
             base = urlsplit(settings.public_url).path.rstrip("/")
-            self._table = RouteTable(
-                settings, self._build_routes(settings, base), base + settings.mcp_path, _limits(settings, base)
-            )
+            mcp_paths = [base + settings.mcp_path]
+            if settings.sse_message_path is not None:
+                mcp_paths.append(base + settings.sse_message_path.rstrip("/"))
+            routes = self._build_routes(settings, base)
+            self._table = RouteTable(settings, routes, tuple(mcp_paths), _limits(settings, base))
         return self._table
 
-    def _routes(self) -> tuple[dict[str, Route], str]:
+    def _routes(self) -> tuple[dict[str, Route], tuple[str, ...]]:
         table = self._current_table()
-        return table.routes, table.mcp_path
+        return table.routes, table.mcp_paths
 
     def _fetched(self) -> dict[str, tuple[str, RateLimiter | None]]:
         """The OAuth endpoints a browser client fetches, each with its rate limiter (None: no limit)."""
@@ -209,9 +211,10 @@ class Router:
 
     async def _route(self, flow: http.HTTPFlow) -> None:
         path = flow.request.path.split("?", 1)[0]
-        routes, mcp_path = self._routes()
+        routes, mcp_paths = self._routes()
         route = routes.get(path)
-        on_mcp_path = path == mcp_path or path.startswith(mcp_path + "/")
+        # The MCP endpoint and everything under it (and the legacy SSE transport's message endpoint).
+        on_mcp_path = any(path == p or path.startswith(p + "/") for p in mcp_paths)
         if flow.request.method == "OPTIONS" and self.browsers.origin(flow) is not None:
             preflight = self._preflight_route(path, route, on_mcp_path)
             if preflight is not None:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
 import stack  # noqa: E402
+from matrix_cells import pytest_runtest_makereport, pytest_sessionfinish  # noqa: E402, F401
 
 SECRET_KEY = "integration-tests-sealing-key-0123456789abcdef"
 

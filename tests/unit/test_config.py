@@ -296,6 +296,11 @@ def test_short_previous_secret_key_is_refused_without_printing_it() -> None:
         (minimal(mcp_server_timeout_seconds=0), "mcp_server_timeout_seconds"),
         (minimal(mcp_server_timeout_seconds="2m"), "mcp_server_timeout_seconds"),
         (minimal(max_request_body_bytes=10), "max_request_body_bytes"),
+        (minimal(sse_message_path="messages"), "sse_message_path"),
+        (minimal(sse_message_path="/messages?x"), "sse_message_path"),
+        (minimal(sse_message_path="/token"), "sse_message_path"),
+        (minimal(sse_message_path="/.well-known/x"), "sse_message_path"),
+        (minimal(sse_message_path="/mcp/messages/"), "sse_message_path"),
         (minimal(max_request_body_bytes="4MB"), "max_request_body_bytes"),
         (minimal(resource_name=["x"]), "resource_name"),
         (minimal(registration="static"), "registration"),
@@ -303,6 +308,11 @@ def test_short_previous_secret_key_is_refused_without_printing_it() -> None:
 )
 def test_other_bad_values_name_their_key(raw: dict[str, Any], key: str) -> None:
     assert f"`{key}`" in error_for(raw)
+
+
+def test_sse_message_path_keeps_its_trailing_slash() -> None:
+    assert parse_settings(minimal(sse_message_path="/messages/")).sse_message_path == "/messages/"
+    assert parse_settings(minimal()).sse_message_path is None
 
 
 def test_empty_audience_is_refused() -> None:
