@@ -2,7 +2,8 @@
 
 Hooks, imported by conftest.py.
 
-A test marked `@pytest.mark.matrix(table, row, column)` fills one cell with its outcome.
+A test marked `@pytest.mark.matrix(table, row, column)` fills one cell with its outcome;
+a test that measures many things at once calls `record` for each.
 At the end of the run the cells go to build/interop-matrix.json, and with
 MCP_AUTH_WRITE_MATRIX=1 into README.md between the interop markers too
 (scripts/interop_matrix.py renders them), so the README's table is the last run's, not
@@ -23,6 +24,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "build" / "interop-matrix.json"
 _cells: dict[tuple[str, str, str], str] = {}
+
+
+def record(table: str, row: str, column: str, result: str) -> None:
+    """Fill a cell from inside a test (one test, many cells: the conformance scenarios)."""
+    _cells[(table, row, column)] = result
 
 
 @pytest.hookimpl(wrapper=True)
