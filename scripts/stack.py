@@ -12,6 +12,7 @@ import ctypes
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -189,6 +191,48 @@ def start_proxy(
         r"listening at (?:http://)?127\.0\.0\.1:(\d+)",
         lambda m: f"http://127.0.0.1:{m.group(1)}",
         echo=echo,
+    )
+
+
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "mcp-auth.conf"
+
+
+def nginx_site(listen_port: int, backends: Sequence[str]) -> str:
+    """deploy/nginx/mcp-auth.conf with its listen port and upstream servers replaced, nothing else."""
+    template = NGINX_TEMPLATE.read_text()
+    servers = "".join(f"    server {urlsplit(b).netloc};\n" for b in backends)
+    site, count = re.subn(r"(?m)^    server 127\.0\.0\.1:\d+;\n(?:    server 127\.0\.0\.1:\d+;\n)*", servers, template)
+    site, listens = re.subn(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{listen_port};", site)
+    if count != 1 or listens != 1:
+        raise ValueError(f"{NGINX_TEMPLATE}: expected one block of `server` lines and one `listen` line")
+    return site
+
+
+def start_nginx(directory: Path, backends: Sequence[str], port: int = 0) -> Service:
+    """Debian's nginx (scripts/setup-scaleout), in the foreground, with deploy/nginx/mcp-auth.conf before backends."""
+    port = port or free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "mcp-auth.conf").write_text(nginx_site(port, backends))
+    (directory / "nginx.conf").write_text(
+        f"""daemon off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    include {directory}/mcp-auth.conf;
+}}
+"""
+    )
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return start(
+        "nginx",
+        [nginx, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+        r"start worker process",  # logged once the listening socket is open
+        lambda m: f"http://127.0.0.1:{port}",
     )
 
 
