@@ -72,8 +72,7 @@ def lua_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid Lua string literal for ASCII content
 
 
-def wrk_script(method: str, body: str | None, headers: dict[str, str], tokens_file: Path | None = None,
-               stop_after: int | None = None) -> str:
+def wrk_script(method: str, body: str | None, headers: dict[str, str], tokens_file: Path | None = None) -> str:
     lines = [f"wrk.method = {lua_string(method)}"]
     if body is not None:
         lines.append(f"wrk.body = {lua_string(body)}")
@@ -97,8 +96,6 @@ def wrk_script(method: str, body: str | None, headers: dict[str, str], tokens_fi
         "  answered = answered + 1",
         "  if status >= 500 then failed = failed + 1 end",
     ]
-    if stop_after is not None:
-        lines.append(f"  if answered >= {stop_after} then wrk.thread:stop() end")
     lines += [
         "end",
         "done = function(summary, latency, requests)",
@@ -112,7 +109,7 @@ def run_wrk(url: str, script: str, connections: int, seconds: float, workdir: Pa
     path = workdir / f"wrk-{time.monotonic_ns()}.lua"
     path.write_text(script)
     completed = subprocess.run(
-        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency", "--timeout", "10s",
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
          "-s", str(path), url],
         capture_output=True, text=True, timeout=seconds + 900,
     )
@@ -191,12 +188,13 @@ def first_event_ms(url: str, headers: dict[str, str], samples: int) -> float:
         for _ in range(samples):
             start = time.perf_counter()
             with client.stream("POST", url, json=body, headers=headers) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data:"):
-                        times.append((time.perf_counter() - start) * 1000)
-                        break
-                for _ in response.iter_bytes():
-                    pass
+                first = None
+                for line in response.iter_lines():  # read to the end: the call completes
+                    if first is None and line.startswith("data:"):
+                        first = (time.perf_counter() - start) * 1000
+                if first is None:
+                    raise RuntimeError(f"no event from {url}")
+                times.append(first)
     return statistics.median(times)
 
 
@@ -301,14 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         pid = addon.process.pid
         memory = [{"tokens": 0, "rss_kib": rss_kib(pid)}]
         chunk = max(1, args.tokens // 10)
-        sent = 0
-        while sent < args.tokens:
+        rate = table["authorized tools/call"]["mitmdump + addon"]["requests_per_second"]
+        distinct = 0
+        while distinct < args.tokens:
             tokens_file = work / "tokens.txt"
             tokens_file.write_text("\n".join(lab.mint(resource) for _ in range(chunk)) + "\n")
-            run_wrk(addon.url + "/mcp", wrk_script("POST", call, mcp_headers, tokens_file, stop_after=chunk),
-                    args.connections, 3600, work)
-            sent += chunk
-            memory.append({"tokens": sent, "rss_kib": rss_kib(pid)})
+            # wrk runs for a time, not a count: long enough for about one request per token.
+            seconds = max(1, round(chunk / (rate * 0.95)))
+            sent = run_wrk(addon.url + "/mcp", wrk_script("POST", call, mcp_headers, tokens_file),
+                           args.connections, seconds, work)
+            distinct += min(sent.requests, chunk)
+            memory.append({"tokens": distinct, "rss_kib": rss_kib(pid)})
         figures["memory"] = {"samples": memory, "peak_rss_kib": rss_kib(pid, "VmHWM")}
         figures["idp_requests_after_all_tokens"] = sum(lab.hits.values()) - idp_before
 

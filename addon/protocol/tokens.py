@@ -3,13 +3,16 @@
 The JWKS is fetched with httpx (never PyJWKClient, which blocks the event loop), cached,
 and fetched again for a key id it has not seen, at most once per `refetch_interval`:
 a flood of tokens with made-up key ids must not turn into a flood of requests to the IdP.
-Once the keys are cached, checking a token costs no network call, except that a set older
-than `max_age` is fetched again first (a fetch replaces the set, so removed keys go).
+Once the keys are cached, checking a token costs no network call: the set is fetched again
+in the background once it is REFRESH_AHEAD of `max_age` old, while checks go on with the
+cached keys. Only a set older than `max_age` (the background fetch failed or is slow) is
+fetched before the check, so a key the IdP removed still goes within `max_age`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -71,6 +74,10 @@ class VerifiedToken:
     claims: dict[str, Any]
 
 
+# The share of max_age after which the set is fetched again without anyone waiting for it.
+REFRESH_AHEAD = 0.75
+
+
 class JwksCache:
     def __init__(
         self,
@@ -101,6 +108,22 @@ class JwksCache:
         if self._fetching is None or self._fetching.done():
             self._fetching = asyncio.ensure_future(self._fetch())
         await asyncio.shield(self._fetching)
+
+    def _refresh_in_background(self) -> None:
+        if self._fetching is not None and not self._fetching.done():
+            return
+        self._fetching = asyncio.ensure_future(self._fetch())
+        self._fetching.add_done_callback(self._report_background_failure)
+
+    def _report_background_failure(self, fetch: asyncio.Future[None]) -> None:
+        if not fetch.cancelled() and (error := fetch.exception()) is not None:
+            logger.warning("JWKS refresh ahead of max_age failed, keeping the cached keys: %s", error)
+
+    async def settled(self) -> None:
+        """Wait for a fetch in progress, if any (tests, shutdown); its failure is reported already."""
+        if self._fetching is not None and not self._fetching.done():
+            with contextlib.suppress(KeysUnavailable):
+                await asyncio.shield(self._fetching)
 
     async def _fetch(self) -> None:
         self._attempted_at = time.monotonic()
@@ -136,15 +159,12 @@ class JwksCache:
             if not self._may_refetch() and self._fetching is not None and self._fetching.done():
                 raise KeysUnavailable(f"JWKS at {self.jwks_uri} is not available yet")
             await self.refresh()
-        elif time.monotonic() - self._fetched_at > self.max_age and self._may_refetch():
-            # Stale: refresh before answering, so a key the IdP removed (rotated out, or
-            # compromised) is refused at most `max_age` after it went. A refresh replaces the
-            # whole set. If the IdP is down, the cached keys stay in use: tokens it signed
-            # before going down keep working, and the next attempt waits `refetch_interval`.
-            try:
-                await self.refresh()
-            except KeysUnavailable as e:
-                logger.warning("JWKS refresh after %d s failed, keeping the cached keys: %s", self.max_age, e)
+        elif (age := time.monotonic() - self._fetched_at) > self.max_age * REFRESH_AHEAD:
+            in_flight = self._fetching is not None and not self._fetching.done()
+            if age > self.max_age and (in_flight or self._may_refetch()):
+                await self._refresh_before_use()  # shares a fetch in flight
+            elif not in_flight and self._may_refetch():
+                self._refresh_in_background()
         key = self._pick(kid, alg)
         if key is None and self._may_refetch():
             try:
@@ -158,6 +178,16 @@ class JwksCache:
                 "key",
             )
         return key
+
+    async def _refresh_before_use(self) -> None:
+        # Stale: refresh before answering, so a key the IdP removed (rotated out, or
+        # compromised) is refused at most `max_age` after it went. A refresh replaces the
+        # whole set. If the IdP is down, the cached keys stay in use: tokens it signed
+        # before going down keep working, and the next attempt waits `refetch_interval`.
+        try:
+            await self.refresh()
+        except KeysUnavailable as e:
+            logger.warning("JWKS refresh after %d s failed, keeping the cached keys: %s", self.max_age, e)
 
     def _pick(self, kid: str | None, alg: str) -> SigningKey | None:
         if kid is not None:

@@ -419,6 +419,28 @@ async def test_stale_keys_are_refreshed_before_use_and_removed_keys_stop_working
 
 
 @pytest.mark.anyio
+async def test_keys_are_refreshed_ahead_in_the_background_so_no_check_waits_for_the_idp(
+    idp: Idp, client: httpx.AsyncClient, clock: Clock, rsa_private_2: rsa.RSAPrivateKey
+) -> None:
+    keys = JwksCache(client, idp.jwks_uri, refetch_interval=30, max_age=3600)
+    validator = TokenValidator(keys, idp.issuer, [AUDIENCE], leeway=0)
+    await validator.verify(idp.token())
+    idp.publish(public_jwk(idp.rsa, "k1", "RS256"), public_jwk(rsa_private_2, "k2", "RS256"))
+    clock.advance(3600 * 0.8)
+    # Past the refresh-ahead point, short of max_age: this check uses the cached keys at
+    # once and a refresh starts beside it.
+    assert (await validator.verify(idp.token())).subject == "alice"
+    assert keys.key_ids == ["k1", "e1"]  # the check did not wait for the new set
+    await keys.settled()
+    assert keys.key_ids == ["k1", "k2"]
+    assert idp.fetches == 2
+    # Fresh again: no further fetch.
+    await validator.verify(idp.token())
+    await keys.settled()
+    assert idp.fetches == 2
+
+
+@pytest.mark.anyio
 async def test_failed_refetch_keeps_the_cached_keys(idp: Idp, client: httpx.AsyncClient, clock: Clock) -> None:
     validator = idp.validator(client, refetch_interval=30)
     await validator.verify(idp.token())
