@@ -77,6 +77,7 @@ class Settings:
     clock_skew_seconds: int = 30
     jwks_refetch_interval_seconds: int = 30
     jwks_max_age_seconds: int = 600
+    token_cache_size: int = 10_000
     idp_timeout_seconds: float = 10.0
     sse_message_path: str | None = None
     mcp_server_timeout_seconds: float = 120.0
@@ -122,6 +123,7 @@ _KNOWN_KEYS = {
     "clock_skew_seconds",
     "jwks_refetch_interval_seconds",
     "jwks_max_age_seconds",
+    "token_cache_size",
     "idp_timeout_seconds",
     "mcp_server_timeout_seconds",
     "max_request_body_bytes",
@@ -329,6 +331,8 @@ def parse_settings(raw: Any, source: str = "<inline>") -> Settings:
         # How long a key the IdP removed can still be accepted: the cached set is fetched again
         # before use once it is older than this.
         jwks_max_age_seconds=int(read.number("jwks_max_age_seconds", raw.get("jwks_max_age_seconds", 600), 1, 86400)),
+        # Good tokens remembered (about 1 KiB each), so a client's next call skips the signature check.
+        token_cache_size=int(read.number("token_cache_size", raw.get("token_cache_size", 10_000), 0, 1_000_000)),
         idp_timeout_seconds=float(read.number("idp_timeout_seconds", raw.get("idp_timeout_seconds", 10), 0.5, 120)),
         # Until the MCP server's response headers; an event stream, once started, has no deadline.
         mcp_server_timeout_seconds=float(

@@ -1,24 +1,29 @@
 """What the addon costs on top of mitmproxy, measured side by side in one run.
 
-    .venv/bin/python scripts/benchmark.py                  # the full run (about 10 minutes)
-    .venv/bin/python scripts/benchmark.py --quick          # shorter runs, 10,000 tokens
+    .venv/bin/python scripts/benchmark.py                  # the full run (about 12 minutes)
+    .venv/bin/python scripts/benchmark.py --quick          # one short round, 10,000 tokens
     .venv/bin/python scripts/benchmark.py --readme         # ...and put the table in README.md
 
-Three targets, the same upstream, the same load generator (wrk, scripts/setup-scaleout):
-direct to the MCP server, through bare `mitmdump` in reverse mode, and through `mitmdump` with
-the addon (resource-server mode, a valid cached token). Both mitmdumps run with `-q`, so
-neither prints a line per flow. For each: requests/s under load (wrk -c CONNECTIONS) and
-p50/p99 latency unloaded (wrk -c 1) of authorized `tools/call` requests, of requests without
-a token (the addon answers 401; bare mitmdump forwards them) and of resource-metadata GETs
-(the addon answers; bare forwards). Then the time to the first event of a streaming tool
-(bare mitmdump with stream_large_bodies=1 so it streams too), the addon's memory while
-TOKENS distinct valid tokens go through it, the requests the IdP saw on the hot path, and
-authorized calls through nginx in front of one and of two addon processes.
+The same upstream, the same load generator (wrk, scripts/setup-scaleout), side by side:
+direct to the MCP server; through bare `mitmdump` in reverse mode; through bare `mitmdump`
+with `stream_large_bodies=1`, which streams bodies as MCP event streams need; and through
+`mitmdump` with the addon (resource-server mode, a valid cached token). Every mitmdump runs
+with `-q`, so none prints a line per flow. Measured:
+
+- requests/s under load (wrk -c CONNECTIONS, the median of ROUNDS alternating rounds) and
+  p50/p99 latency unloaded (wrk -c 1) of authorized `tools/call` requests, once against the
+  server answering with one JSON body and once with an event stream; of requests without a
+  token (the addon answers 401; bare mitmdump forwards them); of resource-metadata GETs
+  (the addon answers; bare mitmdump forwards);
+- the time to the first event of a streaming tool;
+- the addon's memory while TOKENS distinct valid tokens go through it;
+- the requests the IdP saw while all that ran;
+- authorized calls through nginx in front of one and of two addon processes.
 
 The upstream is tests/integration/interop/conformance_server.mjs (the official TypeScript SDK,
-Node); the IdP is the tests' token lab (tests/integration/token_lab.py): a metadata and JWKS
-server with an EC key, so 100,000 tokens sign in seconds. The table goes to stdout and, with
-every figure, to build/benchmark.json.
+on Node); the IdP is the tests' token lab (tests/integration/token_lab.py): a metadata and
+JWKS server with an EC key, so 100,000 tokens sign in seconds. The table goes to stdout and,
+with every figure, to build/benchmark.json.
 """
 
 from __future__ import annotations
@@ -210,15 +215,16 @@ def services() -> Iterator[list[stack.Service]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10, help="length of each wrk run (default 10)")
+    parser.add_argument("--seconds", type=float, default=8, help="length of each wrk run (default 8)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections under load (default 16)")
     parser.add_argument("--tokens", type=int, default=100_000, help="distinct tokens for the memory run")
     parser.add_argument("--samples", type=int, default=200, help="streaming calls timed per target (default 200)")
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 10,000 tokens, 50 samples")
+    parser.add_argument("--rounds", type=int, default=3, help="loaded runs per target, median kept (default 3)")
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 10,000 tokens, 50 samples")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.tokens, args.samples = 3, 10_000, 50
+        args.seconds, args.rounds, args.tokens, args.samples = 3, 1, 10_000, 50
     for tool in ("wrk", "nginx", "node"):
         if not (shutil.which(tool) or (tool == "nginx" and Path("/usr/sbin/nginx").exists())):
             print(f"benchmark: {tool} is missing; run scripts/setup-scaleout (and scripts/setup)", file=sys.stderr)
@@ -227,86 +233,107 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mcp-auth-benchmark-"))
     figures: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "settings": {"seconds": args.seconds, "connections": args.connections, "tokens": args.tokens,
-                     "samples": args.samples},
+        "settings": {"seconds": args.seconds, "rounds": args.rounds, "connections": args.connections,
+                     "tokens": args.tokens, "samples": args.samples},
     }
     lab = TokenLab().start()
     lab.add_key("EC", kid="bench-ec")
     with services() as started:
-        upstream = stack.start("upstream", ["node", str(UPSTREAM_JS)], r"conformance-server listening url=(\S+)",
-                               lambda m: m.group(1))
-        started.append(upstream)
-        upstream_origin = upstream.url.rsplit("/mcp", 1)[0]
         confdir = work / "confdir"
-        bare_port, addon_port = stack.free_port(), stack.free_port()
-        config = work / "config.yaml"
-        config.write_text(yaml.safe_dump({
-            "public_url": f"http://127.0.0.1:{addon_port}", "mode": "resource-server", "issuer": lab.issuer,
-            "scopes": ["mcp:tools"], "secret_key": SECRET,
-        }))
-        bare = start_quiet_mitmdump(upstream_origin, bare_port, confdir, None)
-        addon = start_quiet_mitmdump(upstream_origin, addon_port, confdir, config)
-        started += [bare, addon]
-        resource = addon.url + "/mcp"
-        token = lab.mint(resource)
-        session = initialize_session(upstream.url)
         call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                            "params": {"name": "test_simple_text", "arguments": {}}})
-        mcp_headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+        # The same server twice: answering POSTs with one JSON body, and with an event stream
+        # (what the TypeScript SDK does by default), which mitmproxy must stream.
+        stacks: dict[str, dict[str, Any]] = {}
+        for answer in ("json", "sse"):
+            upstream = stack.start(
+                f"upstream-{answer}", ["node", str(UPSTREAM_JS), *(["--json-response"] if answer == "json" else [])],
+                r"conformance-server listening url=(\S+)", lambda m: m.group(1))
+            started.append(upstream)
+            origin = upstream.url.rsplit("/mcp", 1)[0]
+            addon_port = stack.free_port()
+            config = work / f"config-{answer}.yaml"
+            config.write_text(yaml.safe_dump({
+                "public_url": f"http://127.0.0.1:{addon_port}", "mode": "resource-server", "issuer": lab.issuer,
+                "scopes": ["mcp:tools"], "secret_key": SECRET,
+            }))
+            bare = start_quiet_mitmdump(origin, stack.free_port(), confdir, None)
+            streaming = start_quiet_mitmdump(origin, stack.free_port(), confdir, None,
+                                             ["--set", "stream_large_bodies=1"])
+            addon = start_quiet_mitmdump(origin, addon_port, confdir, config)
+            started += [bare, streaming, addon]
+            session = initialize_session(upstream.url)
+            headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                        "Mcp-Session-Id": session, "MCP-Protocol-Version": PROTOCOL}
-        targets = {"direct": upstream_origin, "bare mitmdump": bare.url, "mitmdump + addon": addon.url}
-        kinds = {
-            "authorized tools/call": ("POST", "/mcp", call, {**mcp_headers, "Authorization": f"Bearer {token}"}),
-            "no token (401 path)": ("POST", "/mcp", call, mcp_headers),
-            "resource metadata GET": ("GET", "/.well-known/oauth-protected-resource/mcp", None, {}),
+            stacks[answer] = {"direct": origin, "bare mitmdump": bare.url, "bare mitmdump, streaming": streaming.url,
+                              "mitmdump + addon": addon.url, "addon": addon, "headers": headers,
+                              "token": lab.mint(addon.url + "/mcp")}
+        json_stack, sse_stack = stacks["json"], stacks["sse"]
+        authorized = {**json_stack["headers"], "Authorization": f"Bearer {json_stack['token']}"}
+        sse_authorized = {**sse_stack["headers"], "Authorization": f"Bearer {sse_stack['token']}"}
+        # kind -> (method, path, body, headers, {target: url})
+        kinds: dict[str, tuple[str, str, str | None, dict[str, str], dict[str, str]]] = {
+            "tools/call, JSON answer": ("POST", "/mcp", call, authorized, {
+                t: json_stack[t] for t in ("direct", "bare mitmdump", "mitmdump + addon")}),
+            "tools/call, event-stream answer": ("POST", "/mcp", call, sse_authorized, {
+                t: sse_stack[t] for t in ("direct", "bare mitmdump", "bare mitmdump, streaming", "mitmdump + addon")}),
+            "no token (401 path)": ("POST", "/mcp", call, json_stack["headers"], {
+                t: json_stack[t] for t in ("bare mitmdump", "mitmdump + addon")}),
+            "resource metadata GET": ("GET", "/.well-known/oauth-protected-resource/mcp", None, {}, {
+                t: json_stack[t] for t in ("bare mitmdump", "mitmdump + addon")}),
         }
         # Warm up: keys fetched, connections open, code paths taken.
-        for url in targets.values():
-            for method, path, body, headers in kinds.values():
+        for method, path, body, headers, targets in kinds.values():
+            for url in targets.values():
                 httpx.request(method, url + path, content=body, headers=headers)
         idp_before = sum(lab.hits.values())
         table: dict[str, dict[str, dict[str, float]]] = {}
-        for kind, (method, path, body, headers) in kinds.items():
+        for kind, (method, path, body, headers, targets) in kinds.items():
             script = wrk_script(method, body, headers)
+            rounds: dict[str, list[Wrk]] = {name: [] for name in targets}
+            # Rounds alternate between the targets, so a slow moment of the machine hits all of
+            # them alike; the median round counts.
+            for round_number in range(args.rounds):
+                for name, url in targets.items():
+                    print(f"benchmark: {kind} via {name} (round {round_number + 1}/{args.rounds}) ...",
+                          file=sys.stderr, flush=True)
+                    rounds[name].append(run_wrk(url + path, script, args.connections, args.seconds, work))
             for name, url in targets.items():
-                if kind != "authorized tools/call" and name == "direct":
-                    continue  # the MCP server itself does no OAuth
-                print(f"benchmark: {kind} via {name} ...", file=sys.stderr, flush=True)
-                loaded = run_wrk(url + path, script, args.connections, args.seconds, work)
-                single = run_wrk(url + path, script, 1, args.seconds / 2, work)
+                single = run_wrk(url + path, script, 1, args.seconds, work)
+                loaded = sorted(rounds[name], key=lambda r: r.requests_per_second)[len(rounds[name]) // 2]
                 table.setdefault(kind, {})[name] = {
-                    "requests_per_second": loaded.requests_per_second, "p50_ms": single.p50_ms,
-                    "p99_ms": single.p99_ms, "p50_loaded_ms": loaded.p50_ms, "p99_loaded_ms": loaded.p99_ms,
-                    "errors": loaded.errors + single.errors,
+                    "requests_per_second": loaded.requests_per_second,
+                    "requests_per_second_rounds": [r.requests_per_second for r in rounds[name]],
+                    "p50_ms": single.p50_ms, "p99_ms": single.p99_ms,
+                    "p50_loaded_ms": loaded.p50_ms, "p99_loaded_ms": loaded.p99_ms,
+                    "errors": sum(r.errors for r in rounds[name]) + single.errors,
                 }
         figures["requests"] = table
 
-        # Time to the first event of a streaming tool; bare mitmdump streams too for this one.
-        streaming_bare = start_quiet_mitmdump(upstream_origin, stack.free_port(), confdir, None,
-                                              ["--set", "stream_large_bodies=1"])
-        started.append(streaming_bare)
-        sse_headers = {"Accept": "application/json, text/event-stream", "Mcp-Session-Id": session,
-                       "MCP-Protocol-Version": PROTOCOL, "Authorization": f"Bearer {token}"}
+        # Time to the first event of a streaming tool (bare mitmdump must stream to show it early).
         figures["first_sse_event_p50_ms"] = {
-            name: first_event_ms(url + "/mcp", sse_headers, args.samples)
-            for name, url in {"direct": upstream_origin, "bare mitmdump": streaming_bare.url,
-                              "mitmdump + addon": addon.url}.items()
+            name: first_event_ms(sse_stack[name] + "/mcp", sse_authorized, args.samples)
+            for name in ("direct", "bare mitmdump, streaming", "mitmdump + addon")
         }
         figures["idp_requests_on_the_hot_path"] = sum(lab.hits.values()) - idp_before
 
         # Memory while distinct valid tokens go through.
         print(f"benchmark: {args.tokens} distinct tokens ...", file=sys.stderr, flush=True)
+        addon = json_stack["addon"]
+        resource = addon.url + "/mcp"
+        call_headers = json_stack["headers"]
+        upstream_origin = json_stack["direct"]
         pid = addon.process.pid
         memory = [{"tokens": 0, "rss_kib": rss_kib(pid)}]
         chunk = max(1, args.tokens // 10)
-        rate = table["authorized tools/call"]["mitmdump + addon"]["requests_per_second"]
+        rate = table["tools/call, JSON answer"]["mitmdump + addon"]["requests_per_second"]
         distinct = 0
         while distinct < args.tokens:
             tokens_file = work / "tokens.txt"
             tokens_file.write_text("\n".join(lab.mint(resource) for _ in range(chunk)) + "\n")
             # wrk runs for a time, not a count: long enough for about one request per token.
             seconds = max(1, round(chunk / (rate * 0.95)))
-            sent = run_wrk(addon.url + "/mcp", wrk_script("POST", call, mcp_headers, tokens_file),
+            sent = run_wrk(addon.url + "/mcp", wrk_script("POST", call, call_headers, tokens_file),
                            args.connections, seconds, work)
             distinct += min(sent.requests, chunk)
             memory.append({"tokens": distinct, "rss_kib": rss_kib(pid)})
@@ -327,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             nginx = stack.start_nginx(work / f"nginx-{count}", [p.url for p in farm], port)
             try:
                 farm_token = lab.mint(nginx.url + "/mcp")
-                headers = {**mcp_headers, "Authorization": f"Bearer {farm_token}"}
+                headers = {**call_headers, "Authorization": f"Bearer {farm_token}"}
                 for _ in range(4 * count):
                     httpx.post(nginx.url + "/mcp", content=call, headers=headers)
                 print(f"benchmark: nginx + {count} addon process(es) ...", file=sys.stderr, flush=True)
@@ -360,48 +387,51 @@ def main(argv: list[str] | None = None) -> int:
 def render(figures: dict[str, Any]) -> str:
     settings, machine = figures["settings"], figures["machine"]
     lines = [
-        f"_{machine['cpus']} CPUs, Python {machine['python']}; wrk -c {settings['connections']} for requests/s, "
-        f"-c 1 for latency; {settings['seconds']:g} s per run; {time.strftime('%Y-%m-%d')}._",
+        f"_{machine['cpus']} CPUs, Python {machine['python']}; requests/s with wrk -c {settings['connections']} "
+        f"(median of {settings['rounds']} rounds), p50/p99 with wrk -c 1; {settings['seconds']:g} s per run; "
+        f"{time.strftime('%Y-%m-%d')}._",
         "",
-        "| requests | target | requests/s | p50 ms | p99 ms | addon / bare |",
+        "| requests | through | requests/s | p50 ms | p99 ms | the addon compared |",
         "|---|---|---:|---:|---:|---|",
     ]
     for kind, targets in figures["requests"].items():
-        bare = targets.get("bare mitmdump")
+        addon = targets["mitmdump + addon"]
         for name, row in targets.items():
-            ratio = ""
-            if name == "mitmdump + addon" and bare:
-                ratio = (f"{row['requests_per_second'] / bare['requests_per_second']:.0%} of the throughput, "
-                         f"p50 {row['p50_ms'] - bare['p50_ms']:+.2f} ms")
+            compared = ""
+            if name.startswith("bare"):
+                compared = (f"{addon['requests_per_second'] / row['requests_per_second']:.0%} of its requests/s, "
+                            f"p50 {addon['p50_ms'] - row['p50_ms']:+.2f} ms")
             lines.append(f"| {kind} | {name} | {row['requests_per_second']:.0f} | {row['p50_ms']:.2f} | "
-                         f"{row['p99_ms']:.2f} | {ratio} |")
+                         f"{row['p99_ms']:.2f} | {compared} |")
     first = figures["first_sse_event_p50_ms"]
     lines += [
         "",
-        "| first SSE event of a streaming tool, p50 | ms |",
+        "| first event of a streaming tool, p50 | ms |",
         "|---|---:|",
         *(f"| {name} | {value:.2f} |" for name, value in first.items()),
-        f"| addon minus bare (streaming) | {first['mitmdump + addon'] - first['bare mitmdump']:+.2f} |",
+        f"| addon minus bare (streaming) | {first['mitmdump + addon'] - first['bare mitmdump, streaming']:+.2f} |",
     ]
     memory = figures["memory"]
     samples = memory["samples"]
-    after_tenth = samples[1]["rss_kib"] if len(samples) > 1 else samples[0]["rss_kib"]
+    if len(samples) > 1:
+        lines += [
+            "",
+            f"Memory (RSS) of the addon's mitmdump as {samples[-1]['tokens']:,} distinct valid tokens went through: "
+            + ", ".join(f"{s['tokens']:,}: {s['rss_kib'] / 1024:.1f} MiB" for s in samples)
+            + f"; peak {memory['peak_rss_kib'] / 1024:.1f} MiB; "
+            f"{(samples[-1]['rss_kib'] - samples[1]['rss_kib']) / 1024:+.1f} MiB after the first "
+            f"{samples[1]['tokens']:,}.",
+        ]
     lines += [
         "",
-        f"Memory (RSS) of the addon's mitmdump as {samples[-1]['tokens']:,} distinct valid tokens went through: "
-        + ", ".join(f"{s['tokens']:,}: {s['rss_kib'] / 1024:.1f} MiB" for s in samples)
-        + f"; peak {memory['peak_rss_kib'] / 1024:.1f} MiB, "
-        f"{(samples[-1]['rss_kib'] - after_tenth) / 1024:+.1f} MiB after the first {samples[1]['tokens']:,}."
-        if len(samples) > 1 else "",
-        "",
         f"Requests to the IdP during the timed runs: {figures['idp_requests_on_the_hot_path']}; "
-        f"during the whole run, tokens included: {figures['idp_requests_after_all_tokens']}.",
+        f"during the whole run, new tokens included: {figures['idp_requests_after_all_tokens']}.",
     ]
     scale = figures["scale_out_requests_per_second"]
     if scale:
         lines += [
             "",
-            f"Scale-out, authorized calls through nginx: 1 process {scale['1']:.0f} requests/s, "
+            f"Scale-out, tools/call (JSON answer) through nginx: 1 addon process {scale['1']:.0f} requests/s, "
             f"2 processes {scale['2']:.0f} requests/s (x {scale['2'] / scale['1']:.2f}).",
         ]
     return "\n".join(lines)

@@ -40,6 +40,7 @@ class IdentityProvider:
         jwks_refetch_interval: float = 30.0,
         jwks_max_age: float = 600.0,
         retry_interval: float = 5.0,
+        token_cache_size: int = 10_000,
     ) -> None:
         self.issuer = issuer
         self.audiences = list(audiences)
@@ -47,6 +48,7 @@ class IdentityProvider:
         self.jwks_refetch_interval = jwks_refetch_interval
         self.jwks_max_age = jwks_max_age
         self.retry_interval = retry_interval
+        self.token_cache_size = token_cache_size
         self.client = httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
@@ -110,7 +112,9 @@ class IdentityProvider:
                     refetch_interval=self.jwks_refetch_interval,
                     max_age=self.jwks_max_age,
                 )
-                self._validator = TokenValidator(keys, metadata.issuer, self.audiences, self.leeway)
+                self._validator = TokenValidator(
+                    keys, metadata.issuer, self.audiences, self.leeway, cache_size=self.token_cache_size
+                )
         return self._validator
 
     # --- calls the facade forwards ------------------------------------------------------

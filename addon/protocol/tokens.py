@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +96,7 @@ class JwksCache:
         self._fetched_at = 0.0  # last successful fetch
         self._attempted_at = float("-inf")  # last attempt, successful or not
         self._fetching: asyncio.Task[None] | None = None
+        self.generation = 0  # counts key sets: a verification remembered under an older one is done again
 
     @property
     def has_keys(self) -> bool:
@@ -149,12 +152,14 @@ class JwksCache:
             raise KeysUnavailable(f"JWKS at {self.jwks_uri} has no usable signing keys")
         self._keys = keys
         self._fetched_at = time.monotonic()
+        self.generation += 1
         logger.info("JWKS: %d signing key(s) from %s: %s", len(keys), self.jwks_uri, ", ".join(map(str, keys)))
 
     def _may_refetch(self) -> bool:
         return time.monotonic() - self._attempted_at >= self.refetch_interval
 
-    async def key_for(self, kid: str | None, alg: str) -> SigningKey:
+    async def ensure_fresh(self) -> None:
+        """Keys to check with: fetched if there are none, refreshed ahead of max_age, or before use past it."""
         if not self._keys:
             if not self._may_refetch() and self._fetching is not None and self._fetching.done():
                 raise KeysUnavailable(f"JWKS at {self.jwks_uri} is not available yet")
@@ -165,6 +170,9 @@ class JwksCache:
                 await self._refresh_before_use()  # shares a fetch in flight
             elif not in_flight and self._may_refetch():
                 self._refresh_in_background()
+
+    async def key_for(self, kid: str | None, alg: str) -> SigningKey:
+        await self.ensure_fresh()
         key = self._pick(kid, alg)
         if key is None and self._may_refetch():
             try:
@@ -217,13 +225,52 @@ def _seconds(value: Any) -> str:
 
 
 class TokenValidator:
-    def __init__(self, keys: JwksCache, issuer: str, audiences: Sequence[str], leeway: float = 30.0) -> None:
+    """Checks tokens; remembers the last `cache_size` good ones, so a client's next call costs no signature check.
+
+    A remembered token is checked again in full when the key set has changed since (a removed
+    key must not live on in the cache), and its time claims are compared on every use. The
+    cache holds at most `cache_size` entries, whatever the number of distinct tokens sent.
+    """
+
+    def __init__(
+        self, keys: JwksCache, issuer: str, audiences: Sequence[str], leeway: float = 30.0, cache_size: int = 10_000
+    ) -> None:
         self.keys = keys
         self.issuer = issuer
         self.audiences = list(audiences)
         self.leeway = leeway
+        self.cache_size = cache_size
+        # digest of the token -> (what it verified to, the key set it verified against, its nbf)
+        self._verified: OrderedDict[bytes, tuple[VerifiedToken, int, float | None]] = OrderedDict()
 
     async def verify(self, token: str) -> VerifiedToken:
+        digest = hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            verified, generation, not_before = remembered
+            await self.keys.ensure_fresh()
+            now = time.time()
+            if (
+                generation == self.keys.generation
+                and now <= verified.expires_at + self.leeway
+                and (not_before is None or now >= not_before - self.leeway)
+            ):
+                self._verified.move_to_end(digest)
+                return verified
+            del self._verified[digest]  # checked in full below: the answer says what changed
+        verified = await self._verify(token)
+        if self.cache_size > 0:
+            nbf = verified.claims.get("nbf")
+            self._verified[digest] = (verified, self.keys.generation, nbf if isinstance(nbf, int | float) else None)
+            if len(self._verified) > self.cache_size:
+                self._verified.popitem(last=False)
+        return verified
+
+    @property
+    def remembered(self) -> int:
+        return len(self._verified)
+
+    async def _verify(self, token: str) -> VerifiedToken:
         if not token.isascii():
             # A JWT is base64url and dots; anything else is not one (and would trip the JWT library).
             raise TokenRejected("the token is not a JWT (it has characters outside ASCII)")

@@ -72,6 +72,8 @@ class Configuration:
                 "mcp_auth: WARNING: proxy_debug prints every byte the proxy sends and receives, "
                 "access tokens, codes and client secrets included; use it only on test credentials"
             )
+        if "termlog_verbosity" in updated:
+            self._log_only_what_is_shown()
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # Eager connects upstream before any hook runs: with the MCP server down, even the
             # proxy's own metadata and OAuth endpoints would fail.
@@ -88,6 +90,20 @@ class Configuration:
                 ctx.options.stream_large_bodies,
             )
             ctx.options.update(stream_large_bodies=None)
+
+    @staticmethod
+    def _log_only_what_is_shown() -> None:
+        """mitmproxy hands every log record to every addon (the legacy `add_log` event), which
+        costs more than the line itself. Under mitmdump the terminal is the only reader, so the
+        addon's loggers drop what termlog_verbosity would not print (with -q: all but errors).
+        mitmweb's event log reads everything, so there they keep INFO."""
+        if hasattr(ctx.options, "web_port"):
+            return
+        level = logging.getLevelName(str(ctx.options.termlog_verbosity).upper())
+        if not isinstance(level, int):
+            return
+        for name in ("mcp_auth", "addon"):
+            logging.getLogger(name).setLevel(max(level, logging.DEBUG))
 
     @staticmethod
     def _keep_secrets_out_of_the_dump() -> None:
@@ -167,6 +183,7 @@ class Configuration:
             leeway=settings.clock_skew_seconds,
             jwks_refetch_interval=settings.jwks_refetch_interval_seconds,
             jwks_max_age=settings.jwks_max_age_seconds,
+            token_cache_size=settings.token_cache_size,
         )
         logger.log(
             logging.INFO if serving else logging.DEBUG,

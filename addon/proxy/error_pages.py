@@ -25,14 +25,18 @@ from mitmproxy import http
 
 logger = logging.getLogger("mcp_auth")
 
-# Request -> (status, JSON body) to answer with if mitmproxy fails it. Weak, so a finished
-# request is forgotten without bookkeeping.
-_answers: weakref.WeakKeyDictionary[http.Request, tuple[int, bytes]] = weakref.WeakKeyDictionary()
+# Request -> (status, JSON body, or what makes it) to answer with if mitmproxy fails it.
+# Weak, so a finished request is forgotten without bookkeeping.
+Body = bytes | Callable[[], bytes]
+_answers: weakref.WeakKeyDictionary[http.Request, tuple[int, Body]] = weakref.WeakKeyDictionary()
 _installed = False
 
 
-def answer_instead(request: http.Request, status: int, body: bytes) -> None:
-    """If mitmproxy fails this request before a response starts, answer `status` with this JSON body."""
+def answer_instead(request: http.Request, status: int, body: Body) -> None:
+    """If mitmproxy fails this request before a response starts, answer `status` with this JSON body.
+
+    `body` may be a function: most marked requests never fail, so their answer is built only if one does.
+    """
     _answers[request] = (status, body)
 
 
@@ -44,9 +48,11 @@ def is_marked(request: http.Request) -> bool:
     return request in _answers
 
 
-def _assembled(status: int, body: bytes) -> bytes:
+def _assembled(status: int, body: Body) -> bytes:
     from mitmproxy.net.http import http1
 
+    if callable(body):
+        body = body()
     response = http.Response.make(
         status, body, {"Content-Type": "application/json", "Cache-Control": "no-store", "Connection": "close"}
     )
@@ -69,20 +75,23 @@ def install() -> bool:
         logger.warning("mcp_auth: cannot answer proxy-level failures as JSON with this mitmproxy: %s", e)
         return False
 
+    def answer(self: Any, request: http.Request) -> Generator[Any, Any, None]:
+        yield commands.SendData(self.conn, _assembled(*_answers.pop(request)))
+        yield commands.CloseConnection(self.conn)
+
+    # A plain function handing back a generator, so the common case (every other event) costs
+    # one type check and no extra generator frame: callers `yield from` whatever comes back.
     def send(self: Any, event: Any) -> Generator[Any, Any, None]:
-        request = getattr(self, "request", None)
-        if (
-            isinstance(event, ResponseProtocolError)
-            and self.response is None
-            and request is not None
-            and request in _answers
-            and self.conn.state & ConnectionState.CAN_WRITE
-            and event.code.http_status_code() is not None
-        ):
-            yield commands.SendData(self.conn, _assembled(*_answers.pop(request)))
-            yield commands.CloseConnection(self.conn)
-            return
-        yield from original(self, event)
+        if type(event) is ResponseProtocolError and self.response is None:
+            request = getattr(self, "request", None)
+            if (
+                request is not None
+                and request in _answers
+                and self.conn.state & ConnectionState.CAN_WRITE
+                and event.code.http_status_code() is not None
+            ):
+                return answer(self, request)
+        return original(self, event)
 
     _http1.Http1Server.send = send  # type: ignore[method-assign]
     _installed = True

@@ -52,7 +52,7 @@ class McpGate:
         settings = rt.settings
         prm = settings.resource_metadata_url
         values = flow.request.headers.get_all("authorization")
-        if "access_token" in flow.request.query:
+        if "access_token" in flow.request.path and "access_token" in flow.request.query:
             # RFC 6750 §2.3 tokens end up in logs and Referer headers; MCP allows only the header.
             return challenge.invalid_token(
                 prm, settings.scopes, "tokens in the query string are not accepted; use the Authorization header"

@@ -79,10 +79,12 @@ class UpstreamErrors:
         # Runs after the Router (mitmproxy calls addons in list order): only calls it authorized go upstream.
         if not (flow.live and flow.response is None and stage_of(flow) == Stage.AUTHORIZED_CALL):
             return
-        request_id = jsonrpc_id(flow.request)
-        error_pages.answer_instead(flow.request, 502, error_body(request_id, "the MCP server did not answer"))
+        request = flow.request
+        error_pages.answer_instead(
+            request, 502, lambda: error_body(jsonrpc_id(request), "the MCP server did not answer")
+        )
         seconds = self.configuration.current().settings.mcp_server_timeout_seconds
-        self._deadlines[flow] = asyncio.get_running_loop().call_later(seconds, self._expire, flow, request_id, seconds)
+        self._deadlines[flow] = asyncio.get_running_loop().call_later(seconds, self._expire, flow, seconds)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         error_pages.forget(flow.request)
@@ -93,7 +95,7 @@ class UpstreamErrors:
         if deadline is not None:
             deadline.cancel()
 
-    def _expire(self, flow: http.HTTPFlow, request_id: Any, seconds: float) -> None:
+    def _expire(self, flow: http.HTTPFlow, seconds: float) -> None:
         self._deadlines.pop(flow, None)
         if flow.response is not None or not flow.live or not error_pages.is_marked(flow.request):
             return
@@ -103,7 +105,7 @@ class UpstreamErrors:
             return
         detail = f"no response within {seconds:g} s (mcp_server_timeout_seconds)"
         error_pages.answer_instead(
-            flow.request, 504, error_body(request_id, detail, UPSTREAM_TIMEOUT, TIMEOUT_MESSAGE)
+            flow.request, 504, error_body(jsonrpc_id(flow.request), detail, UPSTREAM_TIMEOUT, TIMEOUT_MESSAGE)
         )
         self._timed_out.add(flow)
         # Closing the upstream connection is also how the MCP server learns the call is abandoned.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -633,3 +634,21 @@ async def test_proxy_answers_are_never_streamed(proxy: Proxy) -> None:
     flow.response.headers["content-type"] = "text/event-stream"
     proxy.streaming.responseheaders(flow)
     assert flow.response.stream is False
+
+
+@pytest.mark.parametrize(("verbosity", "level"), [("error", logging.ERROR), ("warn", logging.WARNING),
+                                                   ("info", logging.INFO), ("debug", logging.DEBUG)])
+def test_mitmdump_verbosity_decides_what_the_addon_logs(tmp_path: Path, verbosity: str, level: int) -> None:
+    # mitmproxy hands every log record to every addon before the terminal drops it; under
+    # mitmdump the addon does not make records nobody will see (with -q: below errors).
+    from mitmproxy.addons import termlog
+
+    config = Configuration()
+    try:
+        with taddons.context(termlog.TermLog(), config) as tctx:
+            tctx.configure(config, termlog_verbosity=verbosity)
+            assert logging.getLogger("mcp_auth").level == level
+            assert logging.getLogger("addon").level == level
+    finally:
+        logging.getLogger("mcp_auth").setLevel(logging.NOTSET)
+        logging.getLogger("addon").setLevel(logging.NOTSET)

@@ -440,6 +440,67 @@ async def test_keys_are_refreshed_ahead_in_the_background_so_no_check_waits_for_
     assert idp.fetches == 2
 
 
+# --- remembered tokens ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_remembered_token_is_not_verified_again(
+    idp: Idp, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validator = idp.validator(client)
+    token = idp.token()
+    first = await validator.verify(token)
+    decodes = 0
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    assert await validator.verify(token) is first
+    assert decodes == 0
+    await validator.verify(idp.token(sub="bob"))  # another token: checked in full
+    assert decodes == 1
+
+
+@pytest.mark.anyio
+async def test_a_remembered_token_goes_with_its_key(
+    idp: Idp, client: httpx.AsyncClient, clock: Clock, rsa_private_2: rsa.RSAPrivateKey
+) -> None:
+    validator = idp.validator(client, refetch_interval=30)
+    token = idp.token()
+    await validator.verify(token)
+    idp.publish(public_jwk(rsa_private_2, "k2", "RS256"))  # k1 removed at the IdP
+    clock.advance(31)
+    # A token signed with the new key makes the proxy fetch the set; the remembered token's key is gone.
+    await validator.verify(sign(rsa_private_2, idp.claims(sub="carol"), kid="k2"))
+    await rejected(validator, token)
+
+
+@pytest.mark.anyio
+async def test_a_remembered_token_still_expires(idp: Idp, client: httpx.AsyncClient) -> None:
+    validator = idp.validator(client, leeway=0)
+    token = sign(idp.rsa, idp.claims(exp=int(time.time()) + 1), kid="k1")
+    await validator.verify(token)
+    await asyncio.sleep(1.2)
+    with pytest.raises(TokenRejected, match="expired"):
+        await validator.verify(token)
+
+
+@pytest.mark.anyio
+async def test_remembered_tokens_are_bounded(idp: Idp, client: httpx.AsyncClient) -> None:
+    keys = JwksCache(client, idp.jwks_uri)
+    validator = TokenValidator(keys, idp.issuer, [AUDIENCE], leeway=0, cache_size=3)
+    for n in range(10):
+        await validator.verify(idp.token(sub=f"user-{n}"))
+    assert validator.remembered == 3
+    off = TokenValidator(keys, idp.issuer, [AUDIENCE], leeway=0, cache_size=0)
+    await off.verify(idp.token())
+    assert off.remembered == 0
+
+
 @pytest.mark.anyio
 async def test_failed_refetch_keeps_the_cached_keys(idp: Idp, client: httpx.AsyncClient, clock: Clock) -> None:
     validator = idp.validator(client, refetch_interval=30)

@@ -2,7 +2,9 @@
 // (@modelcontextprotocol/conformance: test_simple_text, test://static-text, test_simple_prompt, ...),
 // on the official TypeScript SDK's low-level Server and Streamable HTTP transport, stateful.
 //
-//   node conformance_server.mjs        prints "conformance-server listening url=http://127.0.0.1:<port>/mcp"
+//   node conformance_server.mjs [--json-response]
+//        prints "conformance-server listening url=http://127.0.0.1:<port>/mcp"; --json-response answers
+//        POSTs with one JSON body instead of an event stream (scripts/benchmark.py uses both)
 //
 // Written here from what each scenario checks; the suite runs against it directly and through
 // the proxy (tests/integration/interop/test_conformance.py), and every scenario that passes
@@ -350,6 +352,7 @@ const http = createServer(async (req, res) => {
         sessionIdGenerator: () => randomUUID(),
         eventStore: new InMemoryEventStore(),
         retryInterval: 100,
+        enableJsonResponse: process.argv.includes("--json-response"),
         onsessioninitialized: (id) => transports.set(id, transport),
         // The suite's dns-rebinding scenario: only loopback Host values are served.
         enableDnsRebindingProtection: true,
