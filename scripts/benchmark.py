@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections under load (default 16)")
     parser.add_argument("--tokens", type=int, default=100_000, help="distinct tokens for the memory run")
     parser.add_argument("--samples", type=int, default=200, help="streaming calls timed per target (default 200)")
-    parser.add_argument("--rounds", type=int, default=3, help="loaded runs per target, median kept (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per target, medians kept (default 3)")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 10,000 tokens, 50 samples")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         if not (shutil.which(tool) or (tool == "nginx" and Path("/usr/sbin/nginx").exists())):
             print(f"benchmark: {tool} is missing; run scripts/setup-scaleout (and scripts/setup)", file=sys.stderr)
             return 1
+    if not (UPSTREAM_JS.parent / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        print("benchmark: the upstream's npm packages are missing; run scripts/setup-interop", file=sys.stderr)
+        return 1
 
     work = Path(tempfile.mkdtemp(prefix="mcp-auth-benchmark-"))
     figures: dict[str, Any] = {
@@ -291,22 +294,25 @@ def main(argv: list[str] | None = None) -> int:
         for kind, (method, path, body, headers, targets) in kinds.items():
             script = wrk_script(method, body, headers)
             rounds: dict[str, list[Wrk]] = {name: [] for name in targets}
+            singles: dict[str, list[Wrk]] = {name: [] for name in targets}
             # Rounds alternate between the targets, so a slow moment of the machine hits all of
-            # them alike; the median round counts.
+            # them alike; the median round counts, for throughput and for latency alike.
             for round_number in range(args.rounds):
                 for name, url in targets.items():
                     print(f"benchmark: {kind} via {name} (round {round_number + 1}/{args.rounds}) ...",
                           file=sys.stderr, flush=True)
                     rounds[name].append(run_wrk(url + path, script, args.connections, args.seconds, work))
-            for name, url in targets.items():
-                single = run_wrk(url + path, script, 1, args.seconds, work)
+                    singles[name].append(run_wrk(url + path, script, 1, args.seconds / 2, work))
+            for name in targets:
                 loaded = sorted(rounds[name], key=lambda r: r.requests_per_second)[len(rounds[name]) // 2]
                 table.setdefault(kind, {})[name] = {
                     "requests_per_second": loaded.requests_per_second,
                     "requests_per_second_rounds": [r.requests_per_second for r in rounds[name]],
-                    "p50_ms": single.p50_ms, "p99_ms": single.p99_ms,
+                    "p50_ms": statistics.median(r.p50_ms for r in singles[name]),
+                    "p99_ms": statistics.median(r.p99_ms for r in singles[name]),
+                    "p50_ms_rounds": [r.p50_ms for r in singles[name]],
                     "p50_loaded_ms": loaded.p50_ms, "p99_loaded_ms": loaded.p99_ms,
-                    "errors": sum(r.errors for r in rounds[name]) + single.errors,
+                    "errors": sum(r.errors for r in rounds[name] + singles[name]),
                 }
         figures["requests"] = table
 
@@ -388,7 +394,8 @@ def render(figures: dict[str, Any]) -> str:
     settings, machine = figures["settings"], figures["machine"]
     lines = [
         f"_{machine['cpus']} CPUs, Python {machine['python']}; requests/s with wrk -c {settings['connections']} "
-        f"(median of {settings['rounds']} rounds), p50/p99 with wrk -c 1; {settings['seconds']:g} s per run; "
+        f"and p50/p99 with wrk -c 1, each the median of {settings['rounds']} alternating rounds; "
+        f"{settings['seconds']:g} s per loaded run; "
         f"{time.strftime('%Y-%m-%d')}._",
         "",
         "| requests | through | requests/s | p50 ms | p99 ms | the addon compared |",

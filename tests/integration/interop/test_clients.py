@@ -192,40 +192,24 @@ def test_mcp_remote(mode: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 # --- servers by client ----------------------------------------------------------------------
 
-
-@pytest.mark.matrix("servers", STATEFUL, PY_SDK)
-def test_stateful_server_python_sdk(facade_proxy: stack.Service) -> None:
-    assert_python_sdk_through(facade_proxy.url + "/mcp")
-
-
-@pytest.mark.matrix("servers", STATEFUL, TS_SDK)
-def test_stateful_server_typescript_sdk(facade_proxy: stack.Service) -> None:
-    assert_ts_sdk_through(facade_proxy.url + "/mcp")
+SERVERS = {STATEFUL: ("facade_proxy", "/mcp", "streamable"), STATELESS: ("stateless_proxy", "/mcp", "streamable"),
+           LEGACY_SSE: ("sse_proxy", "/sse", "sse")}
+CLIENTS = {PY_SDK: assert_python_sdk_through, TS_SDK: assert_ts_sdk_through}
 
 
-@pytest.mark.matrix("servers", STATELESS, PY_SDK)
-def test_stateless_server_python_sdk(stateless_proxy: stack.Service) -> None:
-    assert_python_sdk_through(stateless_proxy.url + "/mcp")
-
-
-@pytest.mark.matrix("servers", STATELESS, TS_SDK)
-def test_stateless_server_typescript_sdk(stateless_proxy: stack.Service) -> None:
-    assert_ts_sdk_through(stateless_proxy.url + "/mcp")
-
-
-@pytest.mark.matrix("servers", LEGACY_SSE, PY_SDK)
-def test_legacy_sse_server_python_sdk(sse_proxy: stack.Service) -> None:
-    since = len(sse_proxy.lines)
-    assert_python_sdk_through(sse_proxy.url + "/sse", transport="sse")
-    # The `endpoint` event is relative, so the client's messages came to the proxy, with the token.
-    sse_proxy.wait_for_line(r"\[authorized-call\] POST /messages/ ", since=since)
-
-
-@pytest.mark.matrix("servers", LEGACY_SSE, TS_SDK)
-def test_legacy_sse_server_typescript_sdk(sse_proxy: stack.Service) -> None:
-    since = len(sse_proxy.lines)
-    assert_ts_sdk_through(sse_proxy.url + "/sse", transport="sse")
-    sse_proxy.wait_for_line(r"\[authorized-call\] POST /messages/ ", since=since)
+@pytest.mark.parametrize(
+    ("server", "client"),
+    [pytest.param(server, client, marks=pytest.mark.matrix("servers", server, client), id=f"{server} / {client}")
+     for server in SERVERS for client in CLIENTS],
+)
+def test_server_with_client(server: str, client: str, request: pytest.FixtureRequest) -> None:
+    fixture, path, transport = SERVERS[server]
+    proxy: stack.Service = request.getfixturevalue(fixture)
+    since = len(proxy.lines)
+    CLIENTS[client](proxy.url + path, transport)
+    if transport == "sse":
+        # The `endpoint` event is relative, so the client's messages came to the proxy, with the token.
+        proxy.wait_for_line(r"\[authorized-call\] POST /messages/ ", since=since)
 
 
 def test_legacy_sse_message_endpoint_is_gated(sse_proxy: stack.Service) -> None:
