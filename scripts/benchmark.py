@@ -221,10 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="streaming calls timed per target (default 200)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per target, medians kept (default 3)")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 10,000 tokens, 50 samples")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 s runs, 1 round, 500 tokens, 5 samples: does every part run (the tests use it)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"where the figures go (default {RESULTS})")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.tokens, args.samples = 3, 1, 10_000, 50
+    if args.smoke:
+        args.seconds, args.rounds, args.tokens, args.samples = 1, 1, 500, 5
     for tool in ("wrk", "nginx", "node"):
         if not (shutil.which(tool) or (tool == "nginx" and Path("/usr/sbin/nginx").exists())):
             print(f"benchmark: {tool} is missing; run scripts/setup-scaleout (and scripts/setup)", file=sys.stderr)
@@ -374,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["scale_out_requests_per_second"] = scale
     lab.stop()
 
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2) + "\n")
     rendered = render(figures)
     print(rendered)
     if args.readme:
