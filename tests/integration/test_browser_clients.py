@@ -7,16 +7,17 @@ header, and what a client flooding /register gets.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 import stack
 from conftest import ProxyFactory, origin
 from oauth_steps import metadata, token_from
+
+from tests.unit.support import BackgroundServer
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +175,7 @@ def test_register_flood_is_429_until_a_slot_frees(browser_proxy: stack.Service) 
         assert response.status_code == 201, response.text
 
 
-class CountingUpstream:
+class CountingUpstream(BackgroundServer):
     """An MCP server stand-in that counts what reaches it and answers every request with JSON."""
 
     def __init__(self) -> None:
@@ -199,24 +200,13 @@ class CountingUpstream:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
 def counting() -> Iterator[CountingUpstream]:
-    upstream = CountingUpstream()
-    yield upstream
-    upstream.stop()
+    with CountingUpstream() as upstream:
+        yield upstream
 
 
 def test_refused_browser_requests_never_reach_the_mcp_server(

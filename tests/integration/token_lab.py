@@ -30,7 +30,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.unit.support import QuickHTTPServer
+from tests.unit.support import BackgroundServer
 
 METADATA_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
 JWKS_PATH = "/jwks"
@@ -81,7 +81,7 @@ def new_key(kind: str = "RSA", kid: str | None = None) -> LabKey:
     return LabKey(kid, rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
 
 
-class TokenLab:
+class TokenLab(BackgroundServer):
     """An IdP whose keys and answers the test controls; counts every request by path."""
 
     def __init__(self) -> None:
@@ -127,15 +127,9 @@ class TokenLab:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = QuickHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+        super().__init__(Handler, poll_interval=0.01)
 
     # --- the server -------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def issuer(self) -> str:
@@ -171,20 +165,6 @@ class TokenLab:
     def jwks_requests(self) -> int:
         return self.count(JWKS_PATH)
 
-    def start(self) -> TokenLab:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> TokenLab:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -311,7 +291,7 @@ class Seen:
         return values[0] if values else None
 
 
-class CountingUpstream:
+class CountingUpstream(BackgroundServer):
     """A stand-in MCP server that answers every request with a JSON-RPC result and records it.
 
     What matters is what it *saw*: for a refused token, nothing at all.
@@ -345,13 +325,7 @@ class CountingUpstream:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = QuickHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(Handler, poll_interval=0.01)
 
     @property
     def count(self) -> int:
@@ -362,17 +336,3 @@ class CountingUpstream:
         with self._lock:
             return self.seen[index:]
 
-    def start(self) -> CountingUpstream:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> CountingUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -31,7 +31,40 @@ class QuickHTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(host), int(port)
 
 
-class JsonServer:
+class BackgroundServer:
+    """An HTTP server with `handler` on a free 127.0.0.1 port, serving from a daemon thread.
+
+    The test servers (JSON, token lab, counting upstreams) differ only in their handler.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], poll_interval: float = 0.005) -> None:
+        self._httpd = QuickHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class JsonServer(BackgroundServer):
     """Serves `routes[path] = (status, document)` as JSON; counts every request by path."""
 
     def __init__(self) -> None:
@@ -56,13 +89,7 @@ class JsonServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = QuickHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.005}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(Handler)
 
     def serve(self, path: str, document: Any, status: int = 200) -> None:
         with self._lock:
@@ -72,23 +99,11 @@ class JsonServer:
         with self._lock:
             return self.hits[path]
 
-    def start(self) -> JsonServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
 
 @contextmanager
 def json_server() -> Iterator[JsonServer]:
-    server = JsonServer().start()
-    try:
+    with JsonServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def closed_port_url() -> str:
