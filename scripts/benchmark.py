@@ -1,6 +1,6 @@
 """What the addon costs on top of mitmproxy, measured side by side in one run.
 
-    .venv/bin/python scripts/benchmark.py                  # the full run (about 12 minutes)
+    .venv/bin/python scripts/benchmark.py                  # the full run (about 15 minutes)
     .venv/bin/python scripts/benchmark.py --quick          # one short round, 10,000 tokens
     .venv/bin/python scripts/benchmark.py --readme         # ...and put the table in README.md
 
