@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,11 +87,12 @@ class Settings:
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     source: str = "<inline>"
 
-    @property
+    # Cached: read on every request, and a frozen Settings never changes.
+    @cached_property
     def resource(self) -> str:
         return self.public_url + self.mcp_path
 
-    @property
+    @cached_property
     def resource_metadata_url(self) -> str:
         return resource_metadata_url(self.resource)
 

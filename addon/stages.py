@@ -84,6 +84,13 @@ def record(
     )
 
 
+_STAGE_BY_NAME = {stage.value: stage for stage in Stage}
+
+
 def stage_of(flow: http.HTTPFlow) -> Stage | None:
     value = flow.metadata.get(METADATA_KEY)
-    return Stage(value) if value else None
+    if not value:
+        return None
+    # A dict, not Stage(value): this runs several times on every call; an unknown name still raises.
+    stage = _STAGE_BY_NAME.get(value)
+    return stage if stage is not None else Stage(value)

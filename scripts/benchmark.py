@@ -77,7 +77,9 @@ def lua_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid Lua string literal for ASCII content
 
 
-def wrk_script(method: str, body: str | None, headers: dict[str, str], tokens_file: Path | None = None) -> str:
+def wrk_script(method: str, body: str | None, headers: dict[str, str], tokens_file: Path | None = None,
+               expected: int = 200) -> str:
+    """A wrk script sending this request, counting answers whose status is not `expected`."""
     lines = [f"wrk.method = {lua_string(method)}"]
     if body is not None:
         lines.append(f"wrk.body = {lua_string(body)}")
@@ -94,17 +96,18 @@ def wrk_script(method: str, body: str | None, headers: dict[str, str], tokens_fi
             "  return wrk.format()",
             "end",
         ]
+    # Each wrk thread runs its own Lua state; done() runs in another and reads theirs with get().
     lines += [
-        "local failed = 0",
-        "local answered = 0",
+        "local threads = {}",
+        "setup = function(thread) table.insert(threads, thread) end",
+        "unexpected = 0",
         "response = function(status, headers, body)",
-        "  answered = answered + 1",
-        "  if status >= 500 then failed = failed + 1 end",
-    ]
-    lines += [
+        f"  if status ~= {int(expected)} then unexpected = unexpected + 1 end",
         "end",
         "done = function(summary, latency, requests)",
-        "  io.write(string.format('FIVEXX %d\\n', failed))",
+        "  local total = 0",
+        "  for _, thread in ipairs(threads) do total = total + thread:get('unexpected') end",
+        "  io.write(string.format('UNEXPECTED %d\\n', total))",
         "end",
     ]
     return "\n".join(lines) + "\n"
@@ -131,15 +134,30 @@ def run_wrk(url: str, script: str, connections: int, seconds: float, workdir: Pa
 
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    fivexx = re.search(r"FIVEXX (\d+)", out)
+    unexpected = re.search(r"UNEXPECTED (\d+)", out)
+    if unexpected is None:
+        raise RuntimeError(f"the wrk script reported nothing:\n{out}")
     errors = sum(int(g) for g in socket_errors.groups()) if socket_errors else 0
     return Wrk(
         float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         millis("50%"),
         millis("99%"),
         requests,
-        errors + (int(fivexx.group(1)) if fivexx else 0),
+        errors + int(unexpected.group(1)),
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Keep every thread of the process on `cpus` (threads started later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -219,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="wrk connections under load (default 16)")
     parser.add_argument("--tokens", type=int, default=100_000, help="distinct tokens for the memory run")
     parser.add_argument("--samples", type=int, default=200, help="streaming calls timed per target (default 200)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per target, medians kept (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per target, medians kept (default 5)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave the processes where the OS puts them (default: the proxies on the first CPU, "
+                             "the load generator and upstream on the others)")
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round, 10,000 tokens, 50 samples")
     parser.add_argument("--smoke", action="store_true",
                         help="1 s runs, 1 round, 500 tokens, 5 samples: does every part run (the tests use it)")
@@ -238,11 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark: the upstream's npm packages are missing; run scripts/setup-interop", file=sys.stderr)
         return 1
 
+    # A proxy sharing its CPU with wrk and the upstream measures the scheduler as much as itself:
+    # the proxies get the first CPU; this script, and what it starts, the others.
+    all_cpus = os.sched_getaffinity(0)
+    proxy_cpu, load_cpus = min(all_cpus), all_cpus - {min(all_cpus)}
+    pinned = not args.no_pin and bool(load_cpus)
+    if pinned:
+        os.sched_setaffinity(0, load_cpus)
+
     work = Path(tempfile.mkdtemp(prefix="mcp-auth-benchmark-"))
     figures: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "settings": {"seconds": args.seconds, "rounds": args.rounds, "connections": args.connections,
-                     "tokens": args.tokens, "samples": args.samples},
+                     "tokens": args.tokens, "samples": args.samples,
+                     "pinned": f"proxies on CPU {proxy_cpu}, load and upstream on {sorted(load_cpus)}"
+                               if pinned else None},
     }
     lab = TokenLab().start()
     lab.add_key("EC", kid="bench-ec")
@@ -253,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         # The same server twice: answering POSTs with one JSON body, and with an event stream
         # (what the TypeScript SDK does by default), which mitmproxy must stream.
         stacks: dict[str, dict[str, Any]] = {}
+        pids: dict[str, int] = {}  # proxy URL -> its process, for CPU time per request
         for answer in ("json", "sse"):
             upstream = stack.start(
                 f"upstream-{answer}", ["node", str(UPSTREAM_JS), *(["--json-response"] if answer == "json" else [])],
@@ -270,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                                              ["--set", "stream_large_bodies=1"])
             addon = start_quiet_mitmdump(origin, addon_port, confdir, config)
             started += [bare, streaming, addon]
+            for proxy in (bare, streaming, addon):
+                pids[proxy.url] = proxy.process.pid
+                if pinned:
+                    pin(proxy.process.pid, {proxy_cpu})
             session = initialize_session(upstream.url)
             headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                        "Mcp-Session-Id": session, "MCP-Protocol-Version": PROTOCOL}
@@ -297,8 +333,15 @@ def main(argv: list[str] | None = None) -> int:
         idp_before = sum(lab.hits.values())
         table: dict[str, dict[str, dict[str, float]]] = {}
         for kind, (method, path, body, headers, targets) in kinds.items():
-            script = wrk_script(method, body, headers)
+            # Every answer must be the one expected, or the figure is not about this request: the
+            # MCP server's 200 for calls, the addon's own 401 without a token and 200 with its
+            # metadata; bare mitmdump forwards the metadata GET, which the MCP server does not serve.
+            expected = {("no token (401 path)", "mitmdump + addon"): 401,
+                        ("resource metadata GET", "bare mitmdump"): 404}
+            scripts = {name: wrk_script(method, body, headers, expected=expected.get((kind, name), 200))
+                       for name in targets}
             rounds: dict[str, list[Wrk]] = {name: [] for name in targets}
+            cpu_ms: dict[str, list[float]] = {name: [] for name in targets if targets[name] in pids}
             singles: dict[str, list[Wrk]] = {name: [] for name in targets}
             # Rounds alternate between the targets, so a slow moment of the machine hits all of
             # them alike; the median round counts, for throughput and for latency alike.
@@ -306,11 +349,23 @@ def main(argv: list[str] | None = None) -> int:
                 for name, url in targets.items():
                     print(f"benchmark: {kind} via {name} (round {round_number + 1}/{args.rounds}) ...",
                           file=sys.stderr, flush=True)
-                    rounds[name].append(run_wrk(url + path, script, args.connections, args.seconds, work))
-                    singles[name].append(run_wrk(url + path, script, 1, args.seconds / 2, work))
+                    pid = pids.get(url)
+                    before = cpu_seconds(pid) if pid else 0.0
+                    rounds[name].append(run_wrk(url + path, scripts[name], args.connections, args.seconds, work))
+                    if pid:
+                        cpu_ms[name].append((cpu_seconds(pid) - before) * 1000 / max(1, rounds[name][-1].requests))
+                    singles[name].append(run_wrk(url + path, scripts[name], 1, args.seconds / 2, work))
+            addon_rounds = [r.requests_per_second for r in rounds["mitmdump + addon"]]
             for name in targets:
                 loaded = sorted(rounds[name], key=lambda r: r.requests_per_second)[len(rounds[name]) // 2]
+                # The addon's requests/s over this target's in the same round, the median round: a slow
+                # moment of the machine hits both alike, where a ratio of medians would take it whole.
+                ratios = [a / r.requests_per_second for a, r in zip(addon_rounds, rounds[name], strict=True)]
                 table.setdefault(kind, {})[name] = {
+                    "addon_ratio_per_round": ratios,
+                    "addon_ratio": statistics.median(ratios),
+                    "cpu_ms_per_request": statistics.median(cpu_ms[name]) if cpu_ms.get(name) else None,
+                    "cpu_ms_per_request_rounds": cpu_ms.get(name, []),
                     "requests_per_second": loaded.requests_per_second,
                     "requests_per_second_rounds": [r.requests_per_second for r in rounds[name]],
                     "p50_ms": statistics.median(r.p50_ms for r in singles[name]),
@@ -351,7 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         figures["memory"] = {"samples": memory, "peak_rss_kib": rss_kib(pid, "VmHWM")}
         figures["idp_requests_after_all_tokens"] = sum(lab.hits.values()) - idp_before
 
-        # Scale-out: authorized calls through nginx in front of one, then two addon processes.
+        # Scale-out: authorized calls through nginx in front of one, then two addon processes, all
+        # processes free to run on any CPU: what a second process buys is the question.
+        if pinned:
+            os.sched_setaffinity(0, all_cpus)
+            for service in started:
+                pin(service.process.pid, all_cpus)
         scale: dict[str, float] = {}
         for count in (1, 2):
             port = stack.free_port()
@@ -397,23 +457,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(figures: dict[str, Any]) -> str:
     settings, machine = figures["settings"], figures["machine"]
+    pinned = settings.get("pinned")
     lines = [
         f"_{machine['cpus']} CPUs, Python {machine['python']}; requests/s with wrk -c {settings['connections']} "
         f"and p50/p99 with wrk -c 1, each the median of {settings['rounds']} alternating rounds; "
-        f"{settings['seconds']:g} s per loaded run; "
-        f"{time.strftime('%Y-%m-%d')}._",
+        f"{settings['seconds']:g} s per loaded run; the addon's share of a bare proxy's requests/s is the median "
+        f"of the rounds' ratios; CPU is the proxy process's own time per request under load; "
+        f"{pinned + '; ' if pinned else ''}{time.strftime('%Y-%m-%d')}._",
         "",
-        "| requests | through | requests/s | p50 ms | p99 ms | the addon compared |",
-        "|---|---|---:|---:|---:|---|",
+        "| requests | through | requests/s | CPU ms/request | p50 ms | p99 ms | the addon compared |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for kind, targets in figures["requests"].items():
         addon = targets["mitmdump + addon"]
         for name, row in targets.items():
             compared = ""
             if name.startswith("bare"):
-                compared = (f"{addon['requests_per_second'] / row['requests_per_second']:.0%} of its requests/s, "
-                            f"p50 {addon['p50_ms'] - row['p50_ms']:+.2f} ms")
-            lines.append(f"| {kind} | {name} | {row['requests_per_second']:.0f} | {row['p50_ms']:.2f} | "
+                compared = f"{row['addon_ratio']:.0%} of its requests/s, p50 {addon['p50_ms'] - row['p50_ms']:+.2f} ms"
+            cpu = f"{row['cpu_ms_per_request']:.2f}" if row.get("cpu_ms_per_request") else ""
+            lines.append(f"| {kind} | {name} | {row['requests_per_second']:.0f} | {cpu} | {row['p50_ms']:.2f} | "
                          f"{row['p99_ms']:.2f} | {compared} |")
     first = figures["first_sse_event_p50_ms"]
     lines += [

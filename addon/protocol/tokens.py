@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -208,6 +209,9 @@ class JwksCache:
         return candidates[0] if len(candidates) == 1 else None
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
     """Scopes from `scope` (RFC 9068, space-separated), `scp` (Entra, Okta) or `permissions` (Auth0)."""
     scopes: set[str] = set()
@@ -334,10 +338,21 @@ class TokenValidator:
         if not isinstance(subject, str) or not subject:
             raise TokenRejected("token has no sub claim", "sub")
         client_id = claims.get("client_id", claims.get("azp"))
+        client_id = str(client_id) if client_id is not None else None
+        scopes = token_scopes(claims)
+        # These go to the MCP server as header values: a line break would start a header of
+        # the token holder's choosing.
+        for claim, value, check in (
+            ("sub", subject, "sub"),
+            ("client_id", client_id or "", "format"),
+            ("scope", "".join(scopes), "scopes"),
+        ):
+            if _CONTROL_CHARACTER.search(value):
+                raise TokenRejected(f"token's {claim} claim contains control characters", check)
         return VerifiedToken(
             subject=subject,
-            client_id=str(client_id) if client_id is not None else None,
-            scopes=token_scopes(claims),
+            client_id=client_id,
+            scopes=scopes,
             issuer=str(claims["iss"]),
             expires_at=int(claims["exp"]),
             claims=claims,

@@ -31,6 +31,7 @@ class Configuration:
         self._settings: Settings | None = None
         self._idp: IdentityProvider | None = None
         self._sealer: Sealer | None = None
+        self._runtime: Runtime | None = None
         self.is_running = False
         self._start_task: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
@@ -185,6 +186,7 @@ class Configuration:
             jwks_max_age=settings.jwks_max_age_seconds,
             token_cache_size=settings.token_cache_size,
         )
+        self._runtime = Runtime(settings, self._idp, self._sealer)
         logger.log(
             logging.INFO if serving else logging.DEBUG,
             "mcp_auth: %s mode, protecting %s with issuer %s (registration: %s)",
@@ -235,9 +237,9 @@ class Configuration:
 
     def current(self) -> Runtime:
         """What the handlers work with; a method, as mitmproxy inspects every attribute of an addon."""
-        if self._settings is None or self._idp is None or self._sealer is None:
+        if self._runtime is None:
             raise RuntimeError("mcp_auth is not configured")
-        return Runtime(self._settings, self._idp, self._sealer)
+        return self._runtime
 
 
 @dataclass(frozen=True)

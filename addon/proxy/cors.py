@@ -13,6 +13,7 @@ from addon.config import Settings
 from addon.protocol import cors
 from addon.proxy import answers
 from addon.proxy.configuration import Configuration
+from addon.proxy.headers import values_of
 from addon.stages import Stage, record
 
 PUBLIC_STAGES = (Stage.RESOURCE_METADATA, Stage.AS_METADATA)
@@ -32,7 +33,7 @@ class BrowserClients:
     @staticmethod
     def origin(flow: http.HTTPFlow) -> str | None:
         """The request's Origin; "" for several (never a browser: treated as not allowed)."""
-        values = flow.request.headers.get_all("origin")
+        values = values_of(flow.request.headers, b"origin")
         if len(values) > 1:
             return ""
         return values[0] if values else None

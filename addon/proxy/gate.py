@@ -9,9 +9,10 @@ from mitmproxy import http
 from addon.protocol import challenge
 from addon.protocol.errors import shorten
 from addon.protocol.identity_provider import IdentityProviderUnavailable
-from addon.protocol.tokens import KeysUnavailable, TokenRejected, check_report, without_signature
+from addon.protocol.tokens import KeysUnavailable, TokenRejected, VerifiedToken, check_report, without_signature
 from addon.proxy import answers
 from addon.proxy.configuration import Configuration
+from addon.proxy.headers import values_of
 from addon.stages import TOKEN_CHECKS_KEY, TOKEN_KEY, Stage, record
 
 # Identity the proxy vouches for, sent to the MCP server. Anything a client sends under this
@@ -21,6 +22,30 @@ SUBJECT_HEADER = "X-MCP-Auth-Subject"
 CLIENT_ID_HEADER = "X-MCP-Auth-Client-Id"
 SCOPES_HEADER = "X-MCP-Auth-Scopes"
 ISSUER_HEADER = "X-MCP-Auth-Issuer"
+_IDENTITY_PREFIX_BYTES = IDENTITY_PREFIX.encode()
+
+
+Fields = tuple[tuple[bytes, bytes], ...]
+
+
+def forwarded_fields(fields: Fields, verified: VerifiedToken) -> Fields:
+    """The request's header fields as the MCP server gets them: without the token and without
+    any identity header the client sent, with the identity the proxy vouches for.
+
+    One pass over the raw fields: this runs on every authorized call."""
+    kept = [(name, value) for name, value in fields if not _withheld(name.lower())]
+    kept += [
+        (SUBJECT_HEADER.encode(), verified.subject.encode("utf-8", "surrogateescape")),
+        (SCOPES_HEADER.encode(), " ".join(sorted(verified.scopes)).encode("utf-8", "surrogateescape")),
+        (ISSUER_HEADER.encode(), verified.issuer.encode("utf-8", "surrogateescape")),
+    ]
+    if verified.client_id:
+        kept.append((CLIENT_ID_HEADER.encode(), verified.client_id.encode("utf-8", "surrogateescape")))
+    return tuple(kept)
+
+
+def _withheld(lowered_name: bytes) -> bool:
+    return lowered_name == b"authorization" or lowered_name.startswith(_IDENTITY_PREFIX_BYTES)
 
 
 class McpGate:
@@ -51,7 +76,7 @@ class McpGate:
         rt = self.config.current()
         settings = rt.settings
         prm = settings.resource_metadata_url
-        values = flow.request.headers.get_all("authorization")
+        values = values_of(flow.request.headers, b"authorization")
         if "access_token" in flow.request.path and "access_token" in flow.request.query:
             # RFC 6750 §2.3 tokens end up in logs and Referer headers; MCP allows only the header.
             return challenge.invalid_token(
@@ -124,15 +149,7 @@ class McpGate:
             )
             return
 
-        headers = flow.request.headers
-        del headers["authorization"]
-        for name in [n for n in headers if n.lower().startswith(IDENTITY_PREFIX)]:
-            del headers[name]
-        headers[SUBJECT_HEADER] = verified.subject
-        headers[SCOPES_HEADER] = " ".join(sorted(verified.scopes))
-        headers[ISSUER_HEADER] = verified.issuer
-        if verified.client_id:
-            headers[CLIENT_ID_HEADER] = verified.client_id
+        flow.request.headers.fields = forwarded_fields(flow.request.headers.fields, verified)
         record(
             flow,
             Stage.AUTHORIZED_CALL,

@@ -16,11 +16,13 @@ import weakref
 from mitmproxy import http
 
 from addon.proxy.connections import handler_of, warn_once
+from addon.proxy.headers import values_of
 from addon.stages import Stage, stage_of
 
 
 def is_event_stream(response: http.Response) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "text/event-stream"
+    content_type = values_of(response.headers, b"content-type")
+    return bool(content_type) and content_type[0].split(";")[0].strip().lower() == "text/event-stream"
 
 
 class EventStreaming:

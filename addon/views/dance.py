@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 from mitmproxy import command, ctx, flow, http
 from mitmproxy.addonmanager import Loader
@@ -38,6 +38,7 @@ def doctor_report(flows: Sequence[flow.Flow], source: str = "") -> str:
 class DanceCommands:
     def __init__(self) -> None:
         self._seen: dict[str, http.HTTPFlow] = {}
+        self._collecting = False
 
     def load(self, loader: Loader) -> None:
         loader.add_option(
@@ -55,20 +56,21 @@ class DanceCommands:
             "every flow it saw.",
         )
 
-    def _collecting(self) -> bool:
-        return bool(ctx.options.mcp_auth_dance or ctx.options.mcp_auth_doctor)
+    def configure(self, updated: Set[str]) -> None:
+        # Read once here, not per flow: the request hook runs on every call the proxy serves.
+        self._collecting = bool(ctx.options.mcp_auth_dance or ctx.options.mcp_auth_doctor)
 
     def request(self, f: http.HTTPFlow) -> None:
         # Flows read with -r go through the request hook too (with their recorded response).
-        if self._collecting():
+        if self._collecting:
             self._seen[f.id] = f
 
     def error(self, f: http.HTTPFlow) -> None:
-        if self._collecting():
+        if self._collecting:
             self._seen.setdefault(f.id, f)
 
     def done(self) -> None:
-        if not self._collecting():
+        if not self._collecting:
             return
         flows = list(self._seen.values())
         source = getattr(ctx.options, "rfile", None) or ""  # the readfile addon's -r

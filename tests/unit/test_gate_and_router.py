@@ -378,6 +378,26 @@ async def test_valid_token_is_stripped_and_replaced_by_identity_headers(proxy: P
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("claims_with_a_line_break", "claim"),
+    [
+        ({"sub": "alice\r\nX-MCP-Auth-Role: admin"}, "sub"),
+        ({"client_id": "client-1\nX-Evil: 1"}, "client_id"),
+        ({"scope": None, "scp": ["mcp:tools", "x\r\nX-Evil: 1"]}, "scope"),
+    ],
+)
+async def test_identity_claims_with_line_breaks_are_refused_not_forwarded(
+    proxy: Proxy, claims_with_a_line_break: dict[str, Any], claim: str
+) -> None:
+    # They would become header lines of the token holder's choosing on the way to the MCP server.
+    flow = await proxy.send(mcp_call(proxy.token(**claims_with_a_line_break)))
+    assert flow.response is not None and flow.response.status_code == 401
+    assert json_of(flow)["error"] == "invalid_token"
+    assert f"{claim} claim contains control characters" in flow.response.headers["WWW-Authenticate"]
+    assert_stage(flow, Stage.REJECTED)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 async def test_valid_token_on_get_and_delete(proxy: Proxy, method: str) -> None:
     flow = await proxy.send(mcp_call(proxy.token(), method))
