@@ -18,6 +18,7 @@ if _checkout not in sys.path:
 from addon.proxy.configuration import Configuration  # noqa: E402
 from addon.proxy.request_size import RequestSizeLimit  # noqa: E402
 from addon.proxy.router import Router  # noqa: E402
+from addon.proxy.startup_objects import StartupObjects  # noqa: E402
 from addon.proxy.streaming import EventStreaming  # noqa: E402
 from addon.proxy.upstream import UpstreamErrors  # noqa: E402
 from addon.views.content_views import ContentViews  # noqa: E402
@@ -33,4 +34,5 @@ addons = [
     RequestSizeLimit(configuration),
     ContentViews(),
     DanceCommands(),
+    StartupObjects(),  # last: its `running` comes after everyone else's start-up
 ]

@@ -60,7 +60,7 @@ class McpGate:
         explanation: str,
         client: str | None = None,
     ) -> None:
-        flow.response = http.Response.make(
+        flow.response = answers.make(
             answer.status,
             answer.body(),
             {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from addon.config import Settings
+from addon.protocol.errors import json_body
 from addon.protocol.identity_provider import IdentityProviderUnavailable
 from addon.protocol.resource_metadata import resource_metadata
 from addon.protocol.server_metadata import facade_metadata
@@ -15,14 +17,16 @@ from addon.stages import METADATA_SOURCE_KEY, Stage, record
 class Discovery:
     def __init__(self, config: Configuration) -> None:
         self.config = config
+        self._resource_metadata: tuple[Settings, bytes] | None = None
 
     def resource_metadata(self, flow: http.HTTPFlow) -> None:
-        rt = self.config.current()
-        settings = rt.settings
-        servers = [settings.public_url] if settings.facade else [settings.issuer]
-        flow.response = answers.public_json(
-            resource_metadata(settings.resource, servers, settings.scopes, settings.resource_name)
-        )
+        settings = self.config.current().settings
+        # The document depends on the settings alone: serialized once per configuration.
+        if self._resource_metadata is None or self._resource_metadata[0] is not settings:
+            servers = [settings.public_url] if settings.facade else [settings.issuer]
+            document = resource_metadata(settings.resource, servers, settings.scopes, settings.resource_name)
+            self._resource_metadata = (settings, json_body(document))
+        flow.response = answers.public_document(self._resource_metadata[1])
         where = "this proxy" if settings.facade else f"the IdP {settings.issuer}"
         record(flow, Stage.RESOURCE_METADATA, f"served PRM for {settings.resource}; authorization server is {where}")
 

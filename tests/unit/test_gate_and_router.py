@@ -672,3 +672,17 @@ def test_mitmdump_verbosity_decides_what_the_addon_logs(tmp_path: Path, verbosit
     finally:
         logging.getLogger("mcp_auth").setLevel(logging.NOTSET)
         logging.getLogger("addon").setLevel(logging.NOTSET)
+
+
+def test_startup_objects_are_frozen_out_of_later_collections() -> None:
+    import gc
+
+    from addon.proxy.startup_objects import StartupObjects
+
+    gc.unfreeze()
+    try:
+        StartupObjects().running()
+        # The modules, classes and functions loaded so far: all of them, not a handful.
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
