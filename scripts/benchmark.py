@@ -1,6 +1,6 @@
 """What the addon costs on top of mitmproxy, measured side by side in one run.
 
-    .venv/bin/python scripts/benchmark.py                  # the full run (about 15 minutes)
+    .venv/bin/python scripts/benchmark.py                  # the full run (about 20 minutes)
     .venv/bin/python scripts/benchmark.py --quick          # one short round, 10,000 tokens
     .venv/bin/python scripts/benchmark.py --readme         # ...and put the table in README.md
 
@@ -15,6 +15,10 @@ with `-q`, so none prints a line per flow. Measured:
   server answering with one JSON body and once with an event stream; of requests without a
   token (the addon answers 401; bare mitmdump forwards them); of resource-metadata GETs
   (the addon answers; bare mitmdump forwards);
+- the same kinds with the addon and a bare mitmdump side by side: both on the one proxy
+  CPU, loaded at the same time, so the ratio of their requests/s is the ratio of their
+  costs per request (steady where runs one after the other drift with the machine);
+- the CPU time per request of each proxy process;
 - the time to the first event of a streaming tool;
 - the addon's memory while TOKENS distinct valid tokens go through it;
 - the requests the IdP saw while all that ran;
@@ -408,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         # ratio of their costs per request, and a slow moment of the machine hits both at
         # the same instant: far steadier than comparing runs taken one after the other.
         side: dict[str, dict[str, Any]] = {}
+        side_rounds = 2 * args.rounds - 1  # the figure the targets are judged on: more rounds, a steadier median
+        figures["settings"]["side_by_side_rounds"] = side_rounds
         if pinned:
             for kind, (_, path, _, _, targets) in kinds.items():
                 bare_name = "bare mitmdump, streaming" if "bare mitmdump, streaming" in targets else "bare mitmdump"
@@ -415,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"benchmark: {kind}, addon and {bare_name} side by side ...", file=sys.stderr, flush=True)
                 ratios = []
                 errors = 0
-                for _ in range(args.rounds):
+                for _ in range(side_rounds):
                     results = side_by_side(pair, path, args.connections, args.seconds, work)
                     ratios.append(results["mitmdump + addon"].requests_per_second
                                   / results[bare_name].requests_per_second)
@@ -545,7 +551,7 @@ def render(figures: dict[str, Any]) -> str:
             "",
             "Side by side: the addon and a bare mitmdump on the one proxy CPU, under the same load at the same "
             "time, so that the ratio of their requests/s is the ratio of their costs per request (the median of "
-            f"{settings['rounds']} rounds):",
+            f"{settings.get('side_by_side_rounds', settings['rounds'])} rounds):",
             "",
             "| requests | the addon's requests/s, as a share of | median | rounds |",
             "|---|---|---:|---|",

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import httpx
@@ -75,6 +76,11 @@ class VerifiedToken:
     issuer: str
     expires_at: int
     claims: dict[str, Any]
+
+    @cached_property
+    def scope(self) -> str:
+        """The scopes as in a `scope` claim, sorted. Cached: a remembered token is this same object."""
+        return " ".join(sorted(self.scopes))
 
 
 # The share of max_age after which the set is fetched again without anyone waiting for it.
@@ -380,7 +386,7 @@ def check_report(
             "iss": str(verified.issuer),
             "aud": str(claims.get("aud")),
             "sub": verified.subject,
-            "scopes": f"missing {' '.join(missing)}" if missing else " ".join(sorted(verified.scopes)) or "none needed",
+            "scopes": f"missing {' '.join(missing)}" if missing else verified.scope or "none needed",
         }
         return [{"check": c, "ok": c != "scopes" or not missing, "detail": details[c]} for c in CHECKS]
     failed = rejected.check if rejected is not None else "format"

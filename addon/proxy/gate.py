@@ -23,6 +23,9 @@ CLIENT_ID_HEADER = "X-MCP-Auth-Client-Id"
 SCOPES_HEADER = "X-MCP-Auth-Scopes"
 ISSUER_HEADER = "X-MCP-Auth-Issuer"
 _IDENTITY_PREFIX_BYTES = IDENTITY_PREFIX.encode()
+_SUBJECT, _CLIENT_ID, _SCOPES, _ISSUER = (
+    name.encode() for name in (SUBJECT_HEADER, CLIENT_ID_HEADER, SCOPES_HEADER, ISSUER_HEADER)
+)
 
 
 Fields = tuple[tuple[bytes, bytes], ...]
@@ -35,12 +38,12 @@ def forwarded_fields(fields: Fields, verified: VerifiedToken) -> Fields:
     One pass over the raw fields: this runs on every authorized call."""
     kept = [(name, value) for name, value in fields if not _withheld(name.lower())]
     kept += [
-        (SUBJECT_HEADER.encode(), verified.subject.encode("utf-8", "surrogateescape")),
-        (SCOPES_HEADER.encode(), " ".join(sorted(verified.scopes)).encode("utf-8", "surrogateescape")),
-        (ISSUER_HEADER.encode(), verified.issuer.encode("utf-8", "surrogateescape")),
+        (_SUBJECT, verified.subject.encode("utf-8", "surrogateescape")),
+        (_SCOPES, verified.scope.encode("utf-8", "surrogateescape")),
+        (_ISSUER, verified.issuer.encode("utf-8", "surrogateescape")),
     ]
     if verified.client_id:
-        kept.append((CLIENT_ID_HEADER.encode(), verified.client_id.encode("utf-8", "surrogateescape")))
+        kept.append((_CLIENT_ID, verified.client_id.encode("utf-8", "surrogateescape")))
     return tuple(kept)
 
 
@@ -154,7 +157,7 @@ class McpGate:
             flow,
             Stage.AUTHORIZED_CALL,
             f"token for {verified.subject} (client {verified.client_id or '?'}, scopes "
-            f"{' '.join(sorted(verified.scopes)) or '-'}) valid for {verified.expires_at - int(time.time())} s; "
+            f"{verified.scope or '-'}) valid for {verified.expires_at - int(time.time())} s; "
             "stripped it and forwarded",
             verified.client_id,
         )
