@@ -28,9 +28,8 @@ class Configuration:
     """Owns the settings and the objects built from them; the other addons read them from here."""
 
     def __init__(self) -> None:
-        self._settings: Settings | None = None
         self._idp: IdentityProvider | None = None
-        self._sealer: Sealer | None = None
+        # Settings, IdP and sealer, built together from one configuration file.
         self._runtime: Runtime | None = None
         self.is_running = False
         self._start_task: asyncio.Future[None] | None = None
@@ -58,7 +57,7 @@ class Configuration:
         try:
             if serving and ("mode" in updated or "server" in updated):
                 self._check_reverse_mode()
-            if "mcp_auth_config" in updated or ("server" in updated and serving and self._settings is None):
+            if "mcp_auth_config" in updated or ("server" in updated and serving and self._runtime is None):
                 self._load(serving)
         except (ConfigError, exceptions.OptionsError) as e:
             self._refuse(str(e))
@@ -175,8 +174,6 @@ class Configuration:
                 "end with a restart, and several proxy processes cannot share clients. Set secret_key."
             )
         old_idp = self._idp
-        self._settings = settings
-        self._sealer = Sealer(secret, settings.previous_secret_keys)
         self._idp = IdentityProvider(
             settings.issuer,
             settings.audience,
@@ -186,7 +183,7 @@ class Configuration:
             jwks_max_age=settings.jwks_max_age_seconds,
             token_cache_size=settings.token_cache_size,
         )
-        self._runtime = Runtime(settings, self._idp, self._sealer)
+        self._runtime = Runtime(settings, self._idp, Sealer(secret, settings.previous_secret_keys))
         logger.log(
             logging.INFO if serving else logging.DEBUG,
             "mcp_auth: %s mode, protecting %s with issuer %s (registration: %s)",

@@ -21,8 +21,9 @@ from addon.stages import Stage, stage_of
 
 
 def is_event_stream(response: http.Response) -> bool:
-    content_type = values_of(response.headers, b"content-type")
-    return bool(content_type) and content_type[0].split(";")[0].strip().lower() == "text/event-stream"
+    # Several Content-Type headers read as one joined value, as `headers.get` reads them: never a stream.
+    content_type = ", ".join(values_of(response.headers, b"content-type"))
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
 class EventStreaming:
